@@ -1,0 +1,113 @@
+"""DLQ keeper: dead letters stored with their reason; listing and replay."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import anyio
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from taskflow.clock import Clock
+from taskflow.jobs import Job, JobStatus
+from taskflow.messages import DeadLetterJob, JobDeadLettered, JobMessage, JobReplayed
+from taskflow.ports import Bury, EventBus, JobQueries, JobQuery, JobStore, Transport
+
+
+@dataclass(frozen=True, slots=True)
+class DlqStats:
+    buried: int
+    replayed: int
+
+
+@dataclass(kw_only=True)
+class DlqKeeper:
+    """Bury failed jobs and replay them on request.
+
+    Inputs: DeadLetterJob (from the retrier); ``replay``/``replay_all`` calls.
+    Outputs: Bury writes + acks, JobDeadLettered; JobMessages and JobReplayed on replay.
+    Restart: permanent. State: none; dead letters are jobs with status ``failed``.
+    """
+
+    inbox: MemoryObjectReceiveStream[DeadLetterJob]
+    store: JobStore
+    queries: JobQueries
+    transport: Transport
+    events: EventBus
+    clock: Clock
+    _stats: dict[str, int] = field(default_factory=lambda: {"buried": 0, "replayed": 0}, init=False)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        async for first in self.inbox:
+            batch = [first]
+            while len(batch) < 256:
+                try:
+                    batch.append(self.inbox.receive_nowait())
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+            with anyio.CancelScope(shield=True):
+                await self._bury(batch)
+
+    def statistics(self) -> DlqStats:
+        return DlqStats(**self._stats)
+
+    async def _bury(self, batch: list[DeadLetterJob]) -> None:
+        now = self.clock.now()
+        changes = [
+            Bury(
+                job_id=d.failure.job_id,
+                attempt=d.failure.attempt,
+                error=replace(d.failure.error, reason=d.code),
+            )
+            for d in batch
+        ]
+        applied = await self.store.settle(changes, now=now)
+        await self.transport.ack([d.failure.delivery_tag for d in batch])
+        events = [
+            JobDeadLettered(
+                job_id=c.job_id, task=d.failure.task, attempt=c.attempt, at=now, error=c.error
+            )
+            for d, c, job in zip(batch, changes, applied, strict=True)
+            if job is not None
+        ]
+        self._stats["buried"] += len(events)
+        await self.events.publish(events)
+
+    async def dead_letters(
+        self, *, limit: int = 50, offset: int = 0, task: str | None = None
+    ) -> list[Job]:
+        return await self.queries.list(
+            JobQuery(status=JobStatus.FAILED, task=task, limit=limit, offset=offset)
+        )
+
+    async def replay(self, job_ids: Sequence[str]) -> list[Job]:
+        """Replay dead letters: a new attempt series; lineage (replay count, first error) kept.
+        Ids that are not dead letters are skipped."""
+        now = self.clock.now()
+        jobs = await self.store.replay(job_ids, now=now)
+        if jobs:
+            await self.transport.publish(
+                [
+                    JobMessage(job_id=j.id, task=j.task, queue=j.queue, priority=j.priority)
+                    for j in jobs
+                ]
+            )
+            await self.events.publish(
+                [JobReplayed(job_id=j.id, replay_count=j.replay_count, at=now) for j in jobs]
+            )
+        self._stats["replayed"] += len(jobs)
+        return jobs
+
+    async def replay_all(self, *, task: str | None = None, batch: int = 500) -> int:
+        """Replay every dead letter (optionally of one task); returns how many."""
+        total = 0
+        while True:
+            page = await self.dead_letters(limit=batch, task=task)
+            if not page:
+                return total
+            replayed = await self.replay([j.id for j in page])
+            total += len(replayed)
+            if not replayed:
+                return total

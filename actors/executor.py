@@ -1,0 +1,418 @@
+"""Executor pool: run claimed attempts under their timeouts, store outcomes in batches."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from taskflow.clock import Clock
+from taskflow.codec import encode_value
+from taskflow.context import JobContext
+from taskflow.errors import Retry, UnknownTask
+from taskflow.jobs import Job, JobError
+from taskflow.messages import (
+    CancelRequested,
+    JobCancelled,
+    JobFailed,
+    JobProgressed,
+    JobStarted,
+    JobSucceeded,
+    Outcome,
+    RunJob,
+)
+from taskflow.ports import (
+    Complete,
+    EventBus,
+    JobStore,
+    LogStore,
+    MarkCancelled,
+    Progress,
+    Release,
+    Renew,
+    Transport,
+)
+from taskflow.registry import TaskRegistry, TaskSpec, type_names
+
+log = structlog.get_logger("taskflow.executor")
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorStats:
+    capacity: int
+    busy: int
+    started: int
+    finished: int
+    stale_outcomes: int
+    """Outcomes refused by the store's fence: the attempt had been taken over elsewhere."""
+    released: int
+
+
+@dataclass(kw_only=True)
+class _Running:
+    job: Job
+    scope: anyio.CancelScope
+    ctx: JobContext
+    reason: str | None = None  # "cancelled" | "lease_lost"
+
+
+@dataclass(kw_only=True)
+class ExecutorPool:
+    """Run RunJobs: async tasks on the loop, sync tasks in worker threads.
+
+    Inputs: RunJob; CancelRequested (from the event bus). Outputs: JobSucceeded and
+    JobCancelled are stored here (batched) and their deliveries acked; JobFailed goes to the
+    retrier, which settles it. Lease renewals for everything in flight, in one batch.
+    Restart: permanent. State: the attempts in flight (their cancel scopes).
+    """
+
+    runs: MemoryObjectReceiveStream[RunJob]
+    failures: MemoryObjectSendStream[JobFailed]
+    registry: TaskRegistry
+    store: JobStore
+    transport: Transport
+    events: EventBus
+    logs: LogStore
+    clock: Clock
+    concurrency: int = 8
+    lease: float = 15.0
+    progress_interval: float = 0.25
+    _running: dict[str, _Running] = field(default_factory=dict, init=False)
+    _cancel_early: set[str] = field(default_factory=set, init=False)
+    _progress: dict[str, tuple[int, float, str | None]] = field(default_factory=dict, init=False)
+    _progress_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _inflight: int = field(default=0, init=False)
+    _idle: anyio.Event | None = field(default=None, init=False)
+    _stop: anyio.Event | None = field(default=None, init=False)
+    _stats: dict[str, int] = field(
+        default_factory=lambda: {"started": 0, "finished": 0, "stale_outcomes": 0, "released": 0},
+        init=False,
+    )
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        self._stop = anyio.Event()
+        limiter = anyio.CapacityLimiter(self.concurrency)
+        send, receive = anyio.create_memory_object_stream[Outcome](self.concurrency)
+        async with anyio.create_task_group() as tg, send, receive:
+            await tg.start(self._listen_for_cancels)
+            for _ in range(self.concurrency):
+                tg.start_soon(self._executor, send.clone(), limiter)
+            tg.start_soon(self._write_outcomes, receive.clone())
+            tg.start_soon(self._write_progress)
+            tg.start_soon(self._renew_leases)
+            task_status.started()
+            await self._stop.wait()
+            await self._wait_idle()
+            tg.cancel_scope.cancel()
+
+    async def stop(self) -> None:
+        """Take no new work; ``run`` returns once every attempt in flight is stored."""
+        if self._stop is not None:
+            self._stop.set()
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel the running attempt of ``job_id`` here; remember it if it has not started."""
+        running = self._running.get(job_id)
+        if running is None:
+            self._cancel_early.add(job_id)
+            if len(self._cancel_early) > 10_000:
+                self._cancel_early.pop()
+            return False
+        running.reason = "cancelled"
+        running.scope.cancel()
+        running.ctx._cancel.set()
+        return True
+
+    def statistics(self) -> ExecutorStats:
+        return ExecutorStats(capacity=self.concurrency, busy=len(self._running), **self._stats)
+
+    # ------------------------------------------------------------ executors
+
+    async def _executor(
+        self, outcomes: MemoryObjectSendStream[Outcome], limiter: anyio.CapacityLimiter
+    ) -> None:
+        async with outcomes:
+            while True:
+                if self._stop is not None and self._stop.is_set():
+                    await anyio.sleep_forever()
+                try:
+                    run = await self.runs.receive()
+                except anyio.EndOfStream:
+                    return
+                self._inflight += 1
+                try:
+                    outcome = await self._execute(run, limiter)
+                except anyio.get_cancelled_exc_class():
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                        await self._release(run)
+                    raise
+                await outcomes.send(outcome)
+
+    async def _execute(self, run: RunJob, limiter: anyio.CapacityLimiter) -> Outcome:
+        job = run.job
+        started = self.clock.now()
+        self._stats["started"] += 1
+        await self.events.publish(
+            [
+                JobStarted(
+                    job_id=job.id,
+                    task=job.task,
+                    attempt=job.attempts,
+                    at=started,
+                    queued_at=job.run_at or job.created_at,
+                )
+            ]
+        )
+        ctx = JobContext(
+            job_id=job.id,
+            attempt=job.attempts,
+            task=job.task,
+            queue=job.queue,
+            _sink=self._on_progress,
+        )
+        try:
+            spec = self.registry.get(job.task)
+        except UnknownTask as exc:
+            return self._failed(
+                run, started, JobError(code=exc.code, message=exc.message), retryable=False
+            )
+        running = _Running(job=job, scope=anyio.CancelScope(), ctx=ctx)
+        self._running[job.id] = running
+        if job.cancel_requested or job.id in self._cancel_early:
+            self._cancel_early.discard(job.id)
+            running.reason = "cancelled"
+            running.scope.cancel()
+        result: Any = None
+        try:
+            with running.scope, anyio.move_on_after(job.timeout or float("inf")) as deadline:
+                result = await self._call(spec, job, ctx, limiter)
+        except Retry as exc:
+            return self._failed(
+                run, started, _error("retry_requested", exc), retry_delay=exc.delay, ctx=ctx
+            )
+        except Exception as exc:
+            return self._failed(
+                run, started, _error("task_error", exc), error_types=type_names(type(exc)), ctx=ctx
+            )
+        finally:
+            ctx._cancel.set()
+            del self._running[job.id]
+        lines = tuple(ctx.log_lines())
+        if running.scope.cancelled_caught or running.reason is not None:
+            if running.reason == "lease_lost":
+                return self._failed(
+                    run,
+                    started,
+                    JobError(
+                        code="lease_lost", message="the lease expired; another attempt owns the job"
+                    ),
+                    ctx=ctx,
+                )
+            return JobCancelled(
+                job_id=job.id,
+                task=job.task,
+                attempt=job.attempts,
+                at=self.clock.now(),
+                delivery_tag=run.delivery_tag,
+                log_lines=lines,
+            )
+        if deadline.cancelled_caught:
+            message = f"the attempt ran longer than its timeout of {job.timeout} s"
+            return self._failed(run, started, JobError(code="timeout", message=message), ctx=ctx)
+        try:
+            encode_value(result)
+        except TypeError as exc:
+            error = JobError(code="result_not_serializable", message=str(exc), type="TypeError")
+            return self._failed(run, started, error, retryable=False, ctx=ctx)
+        return JobSucceeded(
+            job_id=job.id,
+            task=job.task,
+            attempt=job.attempts,
+            at=self.clock.now(),
+            started_at=started,
+            created_at=job.created_at,
+            result=result,
+            delivery_tag=run.delivery_tag,
+            log_lines=lines,
+        )
+
+    async def _call(
+        self, spec: TaskSpec, job: Job, ctx: JobContext, limiter: anyio.CapacityLimiter
+    ) -> Any:
+        if spec.is_async:
+            return await spec.fn(job.payload, ctx)
+        return await anyio.to_thread.run_sync(
+            spec.fn, job.payload, ctx, limiter=limiter, abandon_on_cancel=True
+        )
+
+    def _failed(
+        self,
+        run: RunJob,
+        started: float,
+        error: JobError,
+        *,
+        retryable: bool = True,
+        retry_delay: float | None = None,
+        error_types: tuple[str, ...] = (),
+        ctx: JobContext | None = None,
+    ) -> JobFailed:
+        job = run.job
+        return JobFailed(
+            job_id=job.id,
+            task=job.task,
+            attempt=job.attempts,
+            max_attempts=job.max_attempts,
+            at=self.clock.now(),
+            started_at=started,
+            error=error,
+            error_types=error_types,
+            retryable=retryable,
+            retry_delay=retry_delay,
+            delivery_tag=run.delivery_tag,
+            log_lines=tuple(ctx.log_lines()) if ctx else (),
+        )
+
+    async def _release(self, run: RunJob) -> None:
+        """Shutdown cancelled the attempt: give the job back without burning the attempt."""
+        job = run.job
+        await self.store.settle(
+            [Release(job_id=job.id, attempt=job.attempts)], now=self.clock.now()
+        )
+        await self.transport.nack([run.delivery_tag], requeue=True)
+        self._stats["released"] += 1
+        self._inflight -= 1
+
+    # ------------------------------------------------------------ writers
+
+    async def _write_outcomes(self, outcomes: MemoryObjectReceiveStream[Outcome]) -> None:
+        async with outcomes:
+            async for first in outcomes:
+                batch = [first]
+                while len(batch) < 256:
+                    try:
+                        batch.append(outcomes.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                with anyio.CancelScope(shield=True):
+                    await self._store_outcomes(batch)
+
+    async def _store_outcomes(self, batch: list[Outcome]) -> None:
+        settled: list[JobSucceeded | JobCancelled] = []
+        failed: list[JobFailed] = []
+        for outcome in batch:
+            if isinstance(outcome, JobFailed):
+                failed.append(outcome)
+            else:
+                settled.append(outcome)
+        if settled:
+            changes = [
+                Complete(job_id=o.job_id, attempt=o.attempt, result=o.result)
+                if isinstance(o, JobSucceeded)
+                else MarkCancelled(job_id=o.job_id, attempt=o.attempt)
+                for o in settled
+            ]
+            applied = await self.store.settle(changes, now=self.clock.now())
+            stale = [o for o, job in zip(settled, applied, strict=True) if job is None]
+            for o in stale:
+                log.warning("stale_outcome_dropped", job_id=o.job_id, attempt=o.attempt)
+            self._stats["stale_outcomes"] += len(stale)
+            await self.transport.ack([o.delivery_tag for o in settled])
+            await self._save_logs(settled)
+            await self.events.publish(
+                [o for o, job in zip(settled, applied, strict=True) if job is not None]
+            )
+        for f in failed:
+            await self.failures.send(f)
+        if failed:
+            await self._save_logs(failed)
+            await self.events.publish(failed)
+        self._stats["finished"] += len(batch)
+        self._inflight -= len(batch)
+        self._check_idle()
+
+    async def _save_logs(
+        self,
+        outcomes: list[JobSucceeded]
+        | list[JobCancelled]
+        | list[JobFailed]
+        | list[JobSucceeded | JobCancelled],
+    ) -> None:
+        for o in outcomes:
+            if o.log_lines:
+                await self.logs.append(o.job_id, o.attempt, o.log_lines)
+
+    def _on_progress(self, job_id: str, attempt: int, percent: float, message: str | None) -> None:
+        with self._progress_lock:
+            self._progress[job_id] = (attempt, percent, message)
+
+    async def _write_progress(self) -> None:
+        while True:
+            await anyio.sleep(self.progress_interval)
+            with self._progress_lock:
+                pending, self._progress = self._progress, {}
+            if not pending:
+                continue
+            now = self.clock.now()
+            items = list(pending.items())
+            applied = await self.store.settle(
+                [Progress(job_id=j, attempt=a, percent=p, message=m) for j, (a, p, m) in items],
+                now=now,
+            )
+            await self.events.publish(
+                [
+                    JobProgressed(job_id=j, attempt=a, percent=p, message=m, at=now)
+                    for (j, (a, p, m)), job in zip(items, applied, strict=True)
+                    if job is not None
+                ]
+            )
+
+    async def _renew_leases(self) -> None:
+        """Renew every lease in flight at lease/3; an attempt whose fence failed is stopped."""
+        while True:
+            await anyio.sleep(self.lease / 3)
+            running = list(self._running.values())
+            if not running:
+                continue
+            until = self.clock.now() + self.lease
+            applied = await self.store.settle(
+                [Renew(job_id=r.job.id, attempt=r.job.attempts, until=until) for r in running],
+                now=self.clock.now(),
+            )
+            for r, job in zip(running, applied, strict=True):
+                if job is None and r.job.id in self._running and r.reason is None:
+                    log.warning("lease_lost", job_id=r.job.id, attempt=r.job.attempts)
+                    r.reason = "lease_lost"
+                    r.scope.cancel()
+                    r.ctx._cancel.set()
+
+    async def _listen_for_cancels(
+        self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        async with self.events.subscribe(buffer=1024) as events:
+            task_status.started()
+            async for event in events:
+                if isinstance(event, CancelRequested):
+                    self.cancel(event.job_id)
+
+    # ------------------------------------------------------------ idle tracking
+
+    async def _wait_idle(self) -> None:
+        while self._inflight > 0:
+            self._idle = anyio.Event()
+            await self._idle.wait()
+
+    def _check_idle(self) -> None:
+        if self._inflight <= 0 and self._idle is not None:
+            self._idle.set()
+
+
+def _error(code: str, exc: BaseException) -> JobError:
+    message = str(exc) or type(exc).__name__
+    return JobError(
+        code=code, message=message[:2000], type=f"{type(exc).__module__}.{type(exc).__qualname__}"
+    )

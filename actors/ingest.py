@@ -1,0 +1,218 @@
+"""Ingest: validate submissions, store them in groups, publish what is due."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from taskflow.clock import Clock
+from taskflow.errors import ShuttingDown, TaskflowError, ValidationError
+from taskflow.jobs import Job, JobStatus
+from taskflow.messages import JobMessage, JobSubmitted, NewJob, SubmitJobs
+from taskflow.ports import EventBus, Inserted, JobStore, Transport
+from taskflow.registry import TaskRegistry
+
+log = structlog.get_logger("taskflow.ingest")
+
+
+@dataclass(kw_only=True)
+class Submission:
+    """A SubmitJobs command waiting for its group commit."""
+
+    command: SubmitJobs
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: Inserted | None = None
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IngestStats:
+    submitted: int
+    batches: int
+    rejected: int
+
+
+@dataclass(kw_only=True)
+class Ingest:
+    """Turn SubmitJobs into stored jobs and published messages, many requests per round trip.
+
+    Inputs: Submission (through ``submit``). Outputs: rows in the JobStore, JobMessages on the
+    transport, JobSubmitted events. Restart: permanent. State: none beyond the inbox.
+    """
+
+    inbox: MemoryObjectReceiveStream[Submission]
+    outbox: MemoryObjectSendStream[Submission]
+    store: JobStore
+    transport: Transport
+    events: EventBus
+    registry: TaskRegistry
+    clock: Clock
+    max_group: int = 1000
+    key_ttl: float = 24 * 3600.0
+    _stopping: bool = field(default=False, init=False)
+    _stats: dict[str, int] = field(
+        default_factory=lambda: {"submitted": 0, "batches": 0, "rejected": 0}, init=False
+    )
+
+    async def submit(self, command: SubmitJobs) -> Inserted:
+        """Store and publish a batch; returns when it is durable and published.
+
+        Raises ``ValidationError``/``UnknownTask`` for bad input, ``IdempotencyConflict``,
+        ``ShuttingDown`` once stopping, and store/transport errors.
+        """
+        if self._stopping:
+            raise ShuttingDown()
+        self._build(command, now=0.0)  # validate before queueing: bad input fails fast
+        submission = Submission(command=command)
+        try:
+            await self.outbox.send(submission)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            raise ShuttingDown() from None
+        await submission.done.wait()
+        if submission.error is not None:
+            raise submission.error
+        assert submission.result is not None
+        return submission.result
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self.outbox.close()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            try:
+                first = await self.inbox.receive()
+            except anyio.EndOfStream:
+                return
+            group = [first]
+            size = len(first.command.jobs)
+            while size < self.max_group:
+                try:
+                    nxt = self.inbox.receive_nowait()
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+                group.append(nxt)
+                size += len(nxt.command.jobs)
+            await self._commit(group)
+
+    def statistics(self) -> IngestStats:
+        return IngestStats(**self._stats)
+
+    # ------------------------------------------------------------ internals
+
+    def _build(self, command: SubmitJobs, *, now: float) -> list[Job]:
+        if not command.jobs:
+            raise ValidationError("a submission needs at least one job", field="data")
+        return [self._job(new, now) for new in command.jobs]
+
+    def _job(self, new: NewJob, now: float) -> Job:
+        spec = self.registry.get(new.task)
+        priority = spec.priority if new.priority is None else new.priority
+        max_attempts = spec.policy.max_attempts if new.max_attempts is None else new.max_attempts
+        timeout = spec.timeout if new.timeout is None else new.timeout
+        problems = {}
+        if not 0 <= priority <= 9:
+            problems["priority"] = "must be between 0 and 9"
+        if new.delay < 0:
+            problems["delay"] = "must be >= 0"
+        if max_attempts < 1:
+            problems["max_attempts"] = "must be >= 1"
+        if timeout is not None and timeout <= 0:
+            problems["timeout"] = "must be > 0"
+        if problems:
+            raise ValidationError("invalid job", fields=problems)
+        scheduled = new.delay > 0
+        return Job(
+            id=str(uuid.uuid4()),
+            task=new.task,
+            payload=new.payload,
+            queue=new.queue or spec.queue,
+            status=JobStatus.SCHEDULED if scheduled else JobStatus.PENDING,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            created_at=now,
+            updated_at=now,
+            run_at=now + new.delay if scheduled else None,
+        )
+
+    async def _commit(self, group: list[Submission]) -> None:
+        """One insert for all unkeyed submissions, one per keyed one, then one publish."""
+        now = self.clock.now()
+        plain: list[tuple[Submission, list[Job]]] = []
+        stored: list[tuple[Submission, list[Job], Inserted]] = []
+        for sub in group:
+            try:
+                jobs = self._build(sub.command, now=now)
+            except TaskflowError as exc:  # e.g. a task unregistered meanwhile
+                self._fail(sub, exc)
+                continue
+            if sub.command.idempotency_key is None:
+                plain.append((sub, jobs))
+                continue
+            try:
+                inserted = await self.store.insert(
+                    jobs,
+                    now=now,
+                    idempotency_key=sub.command.idempotency_key,
+                    request_hash=sub.command.request_hash,
+                    key_expires_at=now + self.key_ttl,
+                )
+            except Exception as exc:
+                self._fail(sub, exc)
+                continue
+            stored.append((sub, [] if inserted.replayed else jobs, inserted))
+        if plain:
+            all_jobs = [job for _, jobs in plain for job in jobs]
+            try:
+                await self.store.insert(all_jobs, now=now)
+            except Exception as exc:
+                for sub, _ in plain:
+                    self._fail(sub, exc)
+            else:
+                stored.extend(
+                    (sub, jobs, Inserted(job_ids=tuple(j.id for j in jobs))) for sub, jobs in plain
+                )
+        new_jobs = [job for _, jobs, _ in stored for job in jobs]
+        due = [j for j in new_jobs if j.status is JobStatus.PENDING]
+        try:
+            if due:
+                await self.transport.publish(
+                    [
+                        JobMessage(job_id=j.id, task=j.task, queue=j.queue, priority=j.priority)
+                        for j in due
+                    ]
+                )
+        except Exception as exc:
+            log.error("publish_failed", jobs=len(due), error=str(exc))
+            for sub, _, _ in stored:
+                self._fail(sub, exc)
+            return
+        await self.events.publish(
+            [
+                JobSubmitted(
+                    job_id=j.id,
+                    task=j.task,
+                    queue=j.queue,
+                    at=now,
+                    scheduled=j.status is JobStatus.SCHEDULED,
+                )
+                for j in new_jobs
+            ]
+        )
+        self._stats["batches"] += 1
+        self._stats["submitted"] += len(new_jobs)
+        for sub, _, inserted in stored:
+            sub.result = inserted
+            sub.done.set()
+
+    def _fail(self, sub: Submission, exc: BaseException) -> None:
+        self._stats["rejected"] += 1
+        sub.error = exc
+        sub.done.set()

@@ -1,0 +1,288 @@
+"""The metrics actor: job events and the actors' statistics() folded into one snapshot."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from typing import Any, Protocol
+
+import anyio
+import structlog
+from anyio import TASK_STATUS_IGNORED
+from anyio.abc import TaskStatus
+
+from actors.histogram import LatencyHistogram, LatencySummary, RateWindow
+from taskflow.jobs import JobStatus
+from taskflow.messages import (
+    Event,
+    JobCancelled,
+    JobDeadLettered,
+    JobFailed,
+    JobReplayed,
+    JobScheduled,
+    JobStarted,
+    JobSubmitted,
+    JobSucceeded,
+)
+from taskflow.ports.events import EventBus
+from taskflow.ports.store import JobQueries
+
+_logger = structlog.get_logger(__name__)
+
+UNKNOWN_TASK = "unknown"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskCounters:
+    submitted: int = 0
+    started: int = 0
+    succeeded: int = 0
+    failed_attempts: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    cancelled: int = 0
+    replayed: int = 0
+
+
+@dataclass(slots=True)
+class _Tally:
+    """The mutable twin of ``TaskCounters``, bumped once per event."""
+
+    submitted: int = 0
+    started: int = 0
+    succeeded: int = 0
+    failed_attempts: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+    cancelled: int = 0
+    replayed: int = 0
+
+    def freeze(self) -> TaskCounters:
+        return TaskCounters(**{f.name: getattr(self, f.name) for f in fields(TaskCounters)})
+
+
+def _sum(counters: Iterable[TaskCounters]) -> TaskCounters:
+    total = _Tally()
+    for counter in counters:
+        for f in fields(TaskCounters):
+            setattr(total, f.name, getattr(total, f.name) + getattr(counter, f.name))
+    return total.freeze()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsSnapshot:
+    at: float
+    """Epoch seconds of the snapshot."""
+    jobs_by_status: Mapping[str, int]
+    """Every ``JobStatus`` value -> jobs in the store, as of the last refresh."""
+    tasks: Mapping[str, TaskCounters]
+    totals: TaskCounters
+    throughput_1s: float
+    """Jobs succeeded per second over the last full second."""
+    throughput_60s: float
+    """... averaged over the last 60 full seconds."""
+    failures_1s: float
+    failures_60s: float
+    queue_wait: LatencySummary
+    run_time: LatencySummary
+    end_to_end: LatencySummary
+    in_flight: int
+    executor_utilisation: float
+    actor_restarts: Mapping[str, int]
+    actors: Mapping[str, Mapping[str, Any]]
+    events_dropped: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dicts, lists, strings and numbers: ready for ``json.dumps``."""
+        return _as_dict(self)
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, Mapping):
+        return {str(_plain(k)): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    if isinstance(value, enum.Enum):
+        return _plain(value.value)
+    return value
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    """A dataclass or mapping as plain data. Unlike ``dataclasses.asdict`` it copes with
+    read-only mappings (``MappingProxyType``) and enums, which ``statistics()`` may return."""
+    plain = _plain(value)
+    if not isinstance(plain, dict):
+        raise TypeError(f"expected a dataclass or a mapping, got {type(value).__name__}")
+    return plain
+
+
+class ExecutorLoad(Protocol):
+    """What the executor pool's ``statistics()`` has at least (read-only is enough)."""
+
+    @property
+    def busy(self) -> int: ...
+
+    @property
+    def capacity(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MetricsStats:
+    events_seen: int
+    refresh_failures: int
+
+
+@dataclass(kw_only=True, repr=False)
+class MetricsCollector:
+    """Fold job events, job counts and every actor's ``statistics()`` into ``snapshot()``.
+
+    Inputs: every ``Event`` on ``events`` (a subscription of 4096; what it misses shows in
+    ``events_dropped``); ``queries.counts()`` every ``refresh_interval`` seconds; the
+    ``statistics_sources``, ``executor`` and ``restarts`` callables, read at each snapshot.
+    Outputs: ``snapshot()`` for REST, Prometheus and the dashboard; structlog event
+    ``metrics_refresh_failed`` when counts cannot be read (the last counts are kept).
+    Restart: permanent. State: in memory, kept across restarts of ``run`` (events published
+    while it is down are not counted); the job counts live in the JobStore.
+    Time: ``now`` gives epoch seconds for ``snapshot().at``; rates follow ``monotonic``
+    (``anyio.current_time`` by default, so trio's MockClock drives them).
+    """
+
+    events: EventBus
+    queries: JobQueries
+    now: Callable[[], float]
+    statistics_sources: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
+    executor: Callable[[], ExecutorLoad] | None = None
+    restarts: Callable[[], Mapping[str, int]] | None = None
+    refresh_interval: float = 1.0
+    query_timeout: float = 5.0
+    monotonic: Callable[[], float] = anyio.current_time
+    max_known_jobs: int = 100_000
+    """How many job id -> task name entries to keep (for events that carry no task name)."""
+
+    _tallies: dict[str, _Tally] = field(default_factory=dict, init=False)
+    _task_of: dict[str, str] = field(default_factory=dict, init=False)
+    _by_status: dict[str, int] = field(default_factory=lambda: _status_counts({}), init=False)
+    _queue_wait: LatencyHistogram = field(default_factory=LatencyHistogram, init=False)
+    _run_time: LatencyHistogram = field(default_factory=LatencyHistogram, init=False)
+    _end_to_end: LatencyHistogram = field(default_factory=LatencyHistogram, init=False)
+    _succeeded: RateWindow = field(default_factory=RateWindow, init=False)
+    _failed: RateWindow = field(default_factory=RateWindow, init=False)
+    _events_seen: int = field(default=0, init=False)
+    _refresh_failures: int = field(default=0, init=False)
+
+    async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
+        async with self.events.subscribe(buffer=4096) as inbox:
+            await self.refresh()
+            task_status.started()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._refresh_periodically)
+                async for event in inbox:
+                    self._count(event)
+                tg.cancel_scope.cancel()
+
+    async def refresh(self) -> None:
+        """Re-read the job counts from the store now. Raises what ``counts()`` raises, or
+        ``TimeoutError`` after ``query_timeout`` seconds."""
+        with anyio.fail_after(self.query_timeout):
+            counts = await self.queries.counts()
+        self._by_status = _status_counts(counts)
+
+    async def _refresh_periodically(self) -> None:
+        while True:
+            await anyio.sleep(self.refresh_interval)
+            try:
+                await self.refresh()
+            except Exception as exc:  # metrics must not take the tree down with the database
+                self._refresh_failures += 1
+                _logger.warning("metrics_refresh_failed", actor="metrics", error=repr(exc))
+
+    def _count(self, event: Event) -> None:
+        self._events_seen += 1
+        match event:
+            case JobSubmitted(job_id=job_id, task=task):
+                self._learn(job_id, task).submitted += 1
+            case JobStarted(job_id=job_id, task=task):
+                self._learn(job_id, task).started += 1
+                self._queue_wait.record(_elapsed(event.queued_at, event.at))
+            case JobSucceeded(job_id=job_id, task=task):
+                self._forget(job_id)
+                self._tally(task).succeeded += 1
+                self._run_time.record(_elapsed(event.started_at, event.at))
+                self._end_to_end.record(_elapsed(event.created_at, event.at))
+                self._succeeded.add(self.monotonic())
+            case JobFailed(job_id=job_id, task=task):
+                self._learn(job_id, task).failed_attempts += 1
+                self._failed.add(self.monotonic())
+            case JobScheduled(job_id=job_id):
+                self._tally(self._task_of.get(job_id, UNKNOWN_TASK)).retried += 1
+            case JobDeadLettered(job_id=job_id, task=task):
+                self._learn(job_id, task).dead_lettered += 1  # kept: a replay may follow
+            case JobCancelled(job_id=job_id, task=task):
+                self._forget(job_id)
+                self._tally(task).cancelled += 1
+            case JobReplayed(job_id=job_id):
+                self._tally(self._task_of.get(job_id, UNKNOWN_TASK)).replayed += 1
+            case _:
+                pass
+
+    def _tally(self, task: str) -> _Tally:
+        tally = self._tallies.get(task)
+        if tally is None:
+            tally = self._tallies[task] = _Tally()
+        return tally
+
+    def _learn(self, job_id: str, task: str) -> _Tally:
+        """Remember ``job_id``'s task (most recent last, oldest evicted); its tally."""
+        self._task_of.pop(job_id, None)
+        self._task_of[job_id] = task
+        if len(self._task_of) > self.max_known_jobs:
+            del self._task_of[next(iter(self._task_of))]
+        return self._tally(task)
+
+    def _forget(self, job_id: str) -> None:
+        """After success or cancellation nothing more can happen to the job."""
+        self._task_of.pop(job_id, None)
+
+    def snapshot(self) -> MetricsSnapshot:
+        """Reads in-memory state and the sources' ``statistics()``; no I/O."""
+        tasks = {name: tally.freeze() for name, tally in self._tallies.items()}
+        mono = self.monotonic()
+        in_flight, utilisation = 0, 0.0
+        if self.executor is not None:
+            load = self.executor()
+            in_flight = load.busy
+            if load.capacity > 0:
+                utilisation = min(1.0, max(0.0, load.busy / load.capacity))
+        return MetricsSnapshot(
+            at=self.now(),
+            jobs_by_status=dict(self._by_status),
+            tasks=tasks,
+            totals=_sum(tasks.values()),
+            throughput_1s=self._succeeded.rate_1s(mono),
+            throughput_60s=self._succeeded.rate_60s(mono),
+            failures_1s=self._failed.rate_1s(mono),
+            failures_60s=self._failed.rate_60s(mono),
+            queue_wait=self._queue_wait.snapshot(),
+            run_time=self._run_time.snapshot(),
+            end_to_end=self._end_to_end.snapshot(),
+            in_flight=in_flight,
+            executor_utilisation=utilisation,
+            actor_restarts=dict(self.restarts()) if self.restarts is not None else {},
+            actors={name: _as_dict(stats()) for name, stats in self.statistics_sources.items()},
+            events_dropped=int(getattr(self.events, "dropped", 0)),
+        )
+
+    def statistics(self) -> MetricsStats:
+        return MetricsStats(events_seen=self._events_seen, refresh_failures=self._refresh_failures)
+
+
+def _status_counts(counts: Mapping[JobStatus, int]) -> dict[str, int]:
+    return {status.value: counts.get(status, 0) for status in JobStatus}
+
+
+def _elapsed(start: float, end: float) -> float:
+    """Seconds from ``start`` to ``end``; never negative when clocks of two hosts disagree."""
+    return max(0.0, end - start)

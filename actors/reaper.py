@@ -1,0 +1,89 @@
+"""Reaper: expired leases -> run again; expired records -> deleted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from taskflow.clock import Clock
+from taskflow.messages import JobDeadLettered, JobMessage
+from taskflow.ports import EventBus, JobStore, LogStore, Transport
+
+log = structlog.get_logger("taskflow.reaper")
+
+
+@dataclass(frozen=True, slots=True)
+class ReaperStats:
+    recovered: int
+    buried: int
+    purged: int
+    sweeps: int
+
+
+@dataclass(kw_only=True)
+class Reaper:
+    """Periodic sweeps: recover jobs whose worker stopped renewing its lease; delete terminal
+    jobs past their retention together with their logs.
+
+    Inputs: time. Outputs: JobMessages for recovered jobs, JobDeadLettered for jobs whose
+    last attempt was lost, deletions. Restart: permanent. State: none.
+    """
+
+    store: JobStore
+    transport: Transport
+    events: EventBus
+    logs: LogStore
+    clock: Clock
+    interval: float = 5.0
+    retention_completed: float = 7 * 86400.0
+    retention_failed: float = 30 * 86400.0
+    batch: int = 1000
+    _stats: dict[str, int] = field(
+        default_factory=lambda: {"recovered": 0, "buried": 0, "purged": 0, "sweeps": 0}, init=False
+    )
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        while True:
+            await self.sweep()
+            await anyio.sleep(self.interval)
+
+    def statistics(self) -> ReaperStats:
+        return ReaperStats(**self._stats)
+
+    async def sweep(self) -> None:
+        now = self.clock.now()
+        recovered = await self.store.recover_expired(now=now, limit=self.batch)
+        if recovered.requeued:
+            await self.transport.publish(
+                [
+                    JobMessage(job_id=j.id, task=j.task, queue=j.queue, priority=j.priority)
+                    for j in recovered.requeued
+                ]
+            )
+            log.warning("leases_recovered", jobs=len(recovered.requeued))
+        if recovered.buried:
+            await self.events.publish(
+                [
+                    JobDeadLettered(
+                        job_id=j.id, task=j.task, attempt=j.attempts, at=now, error=j.error
+                    )
+                    for j in recovered.buried
+                    if j.error is not None
+                ]
+            )
+        purged = await self.store.purge(
+            now=now,
+            completed_before=now - self.retention_completed,
+            failed_before=now - self.retention_failed,
+            limit=self.batch,
+        )
+        if purged:
+            await self.logs.delete(purged)
+        self._stats["recovered"] += len(recovered.requeued)
+        self._stats["buried"] += len(recovered.buried)
+        self._stats["purged"] += len(purged)
+        self._stats["sweeps"] += 1

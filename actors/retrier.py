@@ -1,0 +1,177 @@
+"""Retrier: failed attempts -> scheduled again or -> the DLQ keeper; due jobs -> pending."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from taskflow.clock import Clock
+from taskflow.errors import UnknownTask
+from taskflow.messages import DeadLetterJob, JobFailed, JobMessage, JobScheduled, JobSubmitted
+from taskflow.ports import EventBus, JobQueries, JobStore, Reschedule, Transport
+from taskflow.registry import TaskRegistry
+from taskflow.retry import GiveUp, RetryAfter, RetryPolicy
+
+log = structlog.get_logger("taskflow.retrier")
+
+
+@dataclass(frozen=True, slots=True)
+class RetrierStats:
+    retried: int
+    given_up: int
+    promoted: int
+    stale: int
+
+
+@dataclass(kw_only=True)
+class Retrier:
+    """Decide what a failed attempt becomes, and promote scheduled jobs when they are due.
+
+    Inputs: JobFailed (from the executor pool); JobSubmitted/JobScheduled events wake the
+    promoter early. Outputs: Reschedule writes + acks; DeadLetterJob to the DLQ keeper;
+    JobMessages for promoted jobs. Restart: permanent. State: none; run_at lives in the store.
+    """
+
+    inbox: MemoryObjectReceiveStream[JobFailed]
+    dead: MemoryObjectSendStream[DeadLetterJob]
+    store: JobStore
+    queries: JobQueries
+    transport: Transport
+    events: EventBus
+    registry: TaskRegistry
+    clock: Clock
+    rng: random.Random = field(default_factory=random.Random)
+    promote_interval: float = 1.0
+    promote_batch: int = 500
+    _wake: anyio.Event | None = field(default=None, init=False)
+    _stats: dict[str, int] = field(
+        default_factory=lambda: {"retried": 0, "given_up": 0, "promoted": 0, "stale": 0}, init=False
+    )
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with anyio.create_task_group() as tg:
+            await tg.start(self._watch)
+            tg.start_soon(self._promote_loop)
+            task_status.started()
+            await self._handle_failures()
+            tg.cancel_scope.cancel()
+
+    def statistics(self) -> RetrierStats:
+        return RetrierStats(**self._stats)
+
+    def wake(self) -> None:
+        """Look for due jobs now (a job was scheduled earlier than the promoter's next check)."""
+        if self._wake is not None:
+            self._wake.set()
+
+    # ------------------------------------------------------------ failures
+
+    async def _handle_failures(self) -> None:
+        async for first in self.inbox:
+            batch = [first]
+            while len(batch) < 256:
+                try:
+                    batch.append(self.inbox.receive_nowait())
+                except (anyio.WouldBlock, anyio.EndOfStream):
+                    break
+            with anyio.CancelScope(shield=True):
+                await self._decide(batch)
+
+    async def _decide(self, batch: list[JobFailed]) -> None:
+        now = self.clock.now()
+        retries: list[tuple[JobFailed, Reschedule]] = []
+        for failure in batch:
+            decision = self._policy(failure.task).decide(
+                attempt=failure.attempt,
+                error_types=failure.error_types,
+                requested_delay=failure.retry_delay,
+                max_attempts=failure.max_attempts,
+                rng=self.rng,
+            )
+            if not failure.retryable:
+                decision = GiveUp(code="non_retryable")
+            match decision:
+                case RetryAfter(delay=delay):
+                    retries.append(
+                        (
+                            failure,
+                            Reschedule(
+                                job_id=failure.job_id,
+                                attempt=failure.attempt,
+                                run_at=now + delay,
+                                error=failure.error,
+                            ),
+                        )
+                    )
+                case GiveUp(code=code):
+                    self._stats["given_up"] += 1
+                    await self.dead.send(DeadLetterJob(failure=failure, code=code))
+        if not retries:
+            return
+        applied = await self.store.settle([r for _, r in retries], now=now)
+        await self.transport.ack([f.delivery_tag for f, _ in retries])
+        scheduled = []
+        for (failure, change), job in zip(retries, applied, strict=True):
+            if job is None:
+                self._stats["stale"] += 1
+                log.warning("stale_failure_dropped", job_id=failure.job_id, attempt=failure.attempt)
+                continue
+            self._stats["retried"] += 1
+            scheduled.append(
+                JobScheduled(
+                    job_id=job.id,
+                    attempt=failure.attempt,
+                    run_at=change.run_at,
+                    at=now,
+                    error=failure.error,
+                )
+            )
+        await self.events.publish(scheduled)
+        self.wake()
+
+    def _policy(self, task: str) -> RetryPolicy:
+        try:
+            return self.registry.get(task).policy
+        except UnknownTask:
+            return RetryPolicy()
+
+    # ------------------------------------------------------------ promotion
+
+    async def _watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with self.events.subscribe(buffer=1024) as events:
+            task_status.started()
+            async for event in events:
+                if isinstance(event, JobSubmitted) and event.scheduled:
+                    self.wake()
+
+    async def _promote_loop(self) -> None:
+        while True:
+            promoted = await self.promote_due()
+            if promoted >= self.promote_batch:
+                continue
+            now = self.clock.now()
+            next_at = await self.queries.next_run_at()
+            wait = self.promote_interval
+            if next_at is not None:
+                wait = max(0.0, min(wait, next_at - now))
+            self._wake = anyio.Event()
+            with anyio.move_on_after(wait):
+                await self._wake.wait()
+
+    async def promote_due(self) -> int:
+        """Move due scheduled jobs to pending and publish them; returns how many."""
+        jobs = await self.store.promote_due(now=self.clock.now(), limit=self.promote_batch)
+        if jobs:
+            await self.transport.publish(
+                [
+                    JobMessage(job_id=j.id, task=j.task, queue=j.queue, priority=j.priority)
+                    for j in jobs
+                ]
+            )
+            self._stats["promoted"] += len(jobs)
+        return len(jobs)

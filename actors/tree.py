@@ -1,0 +1,202 @@
+"""The whole supervisor tree on one screen: every stream, every child, in start order.
+
+Start order is dependency order; the supervisor stops children in reverse, so a graceful
+stop first closes intake (ingest), then stops taking deliveries (dispatcher), then lets the
+executors drain within the grace period, then stops the retrier, DLQ keeper and metrics.
+
+    ingest ──SubmitJobs──▶ store + transport
+    transport ──Delivery──▶ dispatcher ──RunJob──▶ executor pool ──JobFailed──▶ retrier
+                                                        │                          │
+                                           Complete/Cancel + ack        Reschedule + ack
+                                                                         DeadLetterJob──▶ dlq keeper
+    every actor ──events──▶ event bus ──▶ metrics collector, waiters, cancel control
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import anyio
+
+from actors.dispatcher import Dispatcher
+from actors.dlq import DlqKeeper
+from actors.executor import ExecutorPool
+from actors.ingest import Ingest, Submission
+from actors.metrics import MetricsCollector
+from actors.reaper import Reaper
+from actors.retrier import Retrier
+from taskflow.clock import Clock
+from taskflow.messages import DeadLetterJob, JobFailed, RunJob
+from taskflow.ports import EventBus, JobQueries, JobStore, LogStore, Transport
+from taskflow.registry import TaskRegistry
+from taskflow.supervisor import ChildSpec, RestartPolicy, Supervisor
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Resources:
+    """The adapters behind the ports, opened before the tree and closed after it."""
+
+    store: JobStore
+    queries: JobQueries
+    transport: Transport
+    events: EventBus
+    logs: LogStore
+    clock: Clock
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TreeConfig:
+    concurrency: int = 8
+    queues: Sequence[str] = ("default",)
+    owner: str = "worker"
+    lease: float = 15.0
+    shutdown_grace: float = 30.0
+    promote_interval: float = 1.0
+    reaper_interval: float = 5.0
+    retention_completed: float = 7 * 86400.0
+    retention_failed: float = 30 * 86400.0
+    idempotency_ttl: float = 86400.0
+    metrics_interval: float = 1.0
+    restart: RestartPolicy = field(default_factory=RestartPolicy)
+    seed: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Tree:
+    supervisor: Supervisor
+    ingest: Ingest
+    dispatcher: Dispatcher
+    pool: ExecutorPool
+    retrier: Retrier
+    dlq: DlqKeeper
+    reaper: Reaper
+    metrics: MetricsCollector
+
+
+@asynccontextmanager
+async def open_tree(registry: TaskRegistry, res: Resources, cfg: TreeConfig) -> AsyncIterator[Tree]:
+    """Run the tree until the block exits; then stop it gracefully (reverse start order)."""
+    submissions_send, submissions = anyio.create_memory_object_stream[Submission](64)
+    runs_send, runs = anyio.create_memory_object_stream[RunJob](0)
+    failures_send, failures = anyio.create_memory_object_stream[JobFailed](64)
+    dead_send, dead = anyio.create_memory_object_stream[DeadLetterJob](64)
+    async with (
+        submissions_send,
+        submissions,
+        runs_send,
+        runs,
+        failures_send,
+        failures,
+        dead_send,
+        dead,
+        res.transport.consume(cfg.queues, prefetch=cfg.concurrency) as deliveries,
+    ):
+        dlq = DlqKeeper(
+            inbox=dead,
+            queries=res.queries,
+            events=res.events,
+            store=res.store,
+            transport=res.transport,
+            clock=res.clock,
+        )
+        retrier = Retrier(
+            inbox=failures,
+            dead=dead_send,
+            queries=res.queries,
+            events=res.events,
+            registry=registry,
+            rng=random.Random(cfg.seed),
+            promote_interval=cfg.promote_interval,
+            store=res.store,
+            transport=res.transport,
+            clock=res.clock,
+        )
+        pool = ExecutorPool(
+            runs=runs,
+            failures=failures_send,
+            registry=registry,
+            events=res.events,
+            logs=res.logs,
+            concurrency=cfg.concurrency,
+            lease=cfg.lease,
+            store=res.store,
+            transport=res.transport,
+            clock=res.clock,
+        )
+        dispatcher = Dispatcher(
+            deliveries=deliveries,
+            runs=runs_send,
+            owner=cfg.owner,
+            lease=cfg.lease,
+            store=res.store,
+            transport=res.transport,
+            clock=res.clock,
+        )
+        reaper = Reaper(
+            events=res.events,
+            logs=res.logs,
+            interval=cfg.reaper_interval,
+            retention_completed=cfg.retention_completed,
+            retention_failed=cfg.retention_failed,
+            store=res.store,
+            transport=res.transport,
+            clock=res.clock,
+        )
+        ingest = Ingest(
+            inbox=submissions,
+            outbox=submissions_send,
+            events=res.events,
+            registry=registry,
+            key_ttl=cfg.idempotency_ttl,
+            store=res.store,
+            transport=res.transport,
+            clock=res.clock,
+        )
+        metrics = MetricsCollector(
+            events=res.events,
+            queries=res.queries,
+            statistics_sources={
+                "ingest": ingest.statistics,
+                "dispatcher": dispatcher.statistics,
+                "executor": pool.statistics,
+                "retrier": retrier.statistics,
+                "dlq": dlq.statistics,
+                "reaper": reaper.statistics,
+            },
+            executor=pool.statistics,
+            restarts=lambda: supervisor.statistics().restarts,
+            refresh_interval=cfg.metrics_interval,
+            now=res.clock.now,
+        )
+        children = [
+            ChildSpec(id="metrics", run=metrics.run),
+            ChildSpec(id="dlq", run=dlq.run),
+            ChildSpec(id="retrier", run=retrier.run),
+            ChildSpec(id="executor", run=pool.run, stop=pool.stop, grace=cfg.shutdown_grace),
+            ChildSpec(
+                id="dispatcher", run=dispatcher.run, stop=dispatcher.stop, grace=cfg.shutdown_grace
+            ),
+            ChildSpec(id="reaper", run=reaper.run),
+            ChildSpec(id="ingest", run=ingest.run, stop=ingest.stop, grace=cfg.shutdown_grace),
+        ]
+        supervisor = Supervisor(children, policy=cfg.restart, name="taskflow")
+        tree = Tree(
+            supervisor=supervisor,
+            ingest=ingest,
+            dispatcher=dispatcher,
+            pool=pool,
+            retrier=retrier,
+            dlq=dlq,
+            reaper=reaper,
+            metrics=metrics,
+        )
+        async with anyio.create_task_group() as tg:
+            await tg.start(supervisor.run)
+            try:
+                yield tree
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await supervisor.stop()

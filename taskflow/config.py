@@ -1,0 +1,158 @@
+"""Settings: one frozen dataclass, read from ``TASKFLOW_*`` environment variables."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from taskflow.errors import ConfigError
+
+
+class Secret(str):
+    """A string whose ``repr`` hides the secret part (a URL's password, or all of it)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(mask(str(self)))
+
+
+def mask(value: str) -> str:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return "***"
+    if parts.scheme and parts.netloc:
+        if parts.password is None:
+            return value
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        user = parts.username or ""
+        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    return "***" if value else ""
+
+
+def _duration(text: str) -> float:
+    """Seconds from ``30``, ``30s``, ``15m``, ``2h``, ``7d``."""
+    text = text.strip().lower()
+    units = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    if text and text[-1] in units:
+        return float(text[:-1]) * units[text[-1]]
+    return float(text)
+
+
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected a boolean, got {text!r}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Every setting, its ``TASKFLOW_`` variable and its default. See README "Configuration"."""
+
+    home: Path = Path(".taskflow")
+    database_url: Secret | None = None
+    amqp_url: Secret | None = None
+    redis_url: Secret | None = None
+    s3_url: Secret | None = None
+    host: str = "127.0.0.1"
+    port: int = 8000
+    concurrency: int = 8
+    queues: tuple[str, ...] = ("default",)
+    tasks: tuple[str, ...] = ()
+    lease_seconds: float = 15.0
+    shutdown_grace_seconds: float = 30.0
+    promote_interval_seconds: float = 1.0
+    reaper_interval_seconds: float = 5.0
+    retention_completed: float = 7 * 86400.0
+    retention_failed: float = 30 * 86400.0
+    idempotency_ttl: float = 86400.0
+    max_batch: int = 1000
+    max_body_bytes: int = 1_048_576
+    log_level: str = "info"
+    log_json: bool = False
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``TASKFLOW_<FIELD>`` for every field; unset ones keep their defaults.
+
+        Raises ``ConfigError`` naming the variable for a value that does not parse, or for
+        an unknown ``TASKFLOW_*`` variable (a typo must not silently fall back to a default).
+        """
+        env = os.environ if environ is None else environ
+        known = {f"TASKFLOW_{f.name.upper()}": f for f in fields(cls) if f.name != "extra"}
+        values: dict[str, Any] = {}
+        for var, f in known.items():
+            if var not in env:
+                continue
+            raw = env[var]
+            try:
+                values[f.name] = _parse(f.name, raw)
+            except ValueError as exc:
+                raise ConfigError(f"{var}={mask(raw)!s} is invalid: {exc}", variable=var) from None
+        unknown = sorted(k for k in env if k.startswith("TASKFLOW_") and k not in known)
+        unknown = [k for k in unknown if not k.startswith(ALLOWED_OTHER_PREFIXES)]
+        if unknown:
+            raise ConfigError(f"unknown setting(s): {', '.join(unknown)}", variables=unknown)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.concurrency < 1:
+            raise ConfigError("TASKFLOW_CONCURRENCY must be >= 1")
+        if not 0 < self.port < 65536:
+            raise ConfigError("TASKFLOW_PORT must be 1..65535")
+        if not self.queues:
+            raise ConfigError("TASKFLOW_QUEUES must name at least one queue")
+        if self.lease_seconds <= 0 or self.shutdown_grace_seconds < 0:
+            raise ConfigError("TASKFLOW_LEASE_SECONDS must be > 0, grace >= 0")
+
+
+# Variables read by other parts (tests, benchmarks), not by Settings.
+ALLOWED_OTHER_PREFIXES = ("TASKFLOW_TEST_", "TASKFLOW_BENCH_")
+
+_PARSERS: dict[str, Any] = {
+    "home": Path,
+    "database_url": Secret,
+    "amqp_url": Secret,
+    "redis_url": Secret,
+    "s3_url": Secret,
+    "host": str,
+    "port": int,
+    "concurrency": int,
+    "queues": _csv,
+    "tasks": _csv,
+    "lease_seconds": _duration,
+    "shutdown_grace_seconds": _duration,
+    "promote_interval_seconds": _duration,
+    "reaper_interval_seconds": _duration,
+    "retention_completed": _duration,
+    "retention_failed": _duration,
+    "idempotency_ttl": _duration,
+    "max_batch": int,
+    "max_body_bytes": int,
+    "log_level": str,
+    "log_json": _bool,
+}
+
+
+def _parse(name: str, raw: str) -> Any:
+    value = _PARSERS[name](raw)
+    if name.endswith("_url") and not value:
+        return None
+    return value

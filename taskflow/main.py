@@ -1,0 +1,189 @@
+"""The composition root: builds adapters and the actor tree, and the handle users call.
+
+This is the one module in ``taskflow/`` that imports ``actors/``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import msgspec
+
+from actors.metrics import MetricsSnapshot
+from actors.tree import Resources, Tree, TreeConfig, open_tree
+from taskflow.clock import AnyioClock
+from taskflow.jobs import ACTIVE, TERMINAL, Job, JobStatus
+from taskflow.memory import MemoryEventBus, MemoryJobStore, MemoryLogStore, MemoryTransport
+from taskflow.messages import CancelRequested, JobCancelled, NewJob, SubmitJobs
+from taskflow.ports import JobQuery
+from taskflow.registry import TaskRegistry
+from taskflow.supervisor import RestartPolicy
+
+
+def request_hash(jobs: Sequence[NewJob]) -> str:
+    """A stable fingerprint of a submission, to tell a retried request from a different one."""
+    return hashlib.sha256(msgspec.json.encode(list(jobs), order="sorted")).hexdigest()
+
+
+class Runtime:
+    """What callers use: submit, wait, cancel, replay, inspect. Shared by the embedding API
+    and the web layer; all state lives in the store, the actors do the work."""
+
+    def __init__(self, tree: Tree, resources: Resources) -> None:
+        self.tree = tree
+        self.resources = resources
+
+    async def submit(
+        self,
+        task: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        priority: int | None = None,
+        delay: float = 0.0,
+        idempotency_key: str | None = None,
+        queue: str | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        """Submit one job; returns its id once it is stored (and published if due)."""
+        new = NewJob(
+            task=task,
+            payload=payload or {},
+            queue=queue,
+            priority=priority,
+            delay=delay,
+            max_attempts=max_attempts,
+            timeout=timeout,
+        )
+        ids = await self.submit_many([new], idempotency_key=idempotency_key)
+        return ids[0]
+
+    async def submit_many(
+        self, jobs: Sequence[NewJob], *, idempotency_key: str | None = None
+    ) -> list[str]:
+        command = SubmitJobs(
+            jobs=tuple(jobs),
+            idempotency_key=idempotency_key,
+            request_hash=request_hash(jobs) if idempotency_key else None,
+        )
+        inserted = await self.tree.ingest.submit(command)
+        return list(inserted.job_ids)
+
+    async def get(self, job_id: str) -> Job:
+        """Raises ``JobNotFound``."""
+        return await self.resources.queries.get(job_id)
+
+    async def list_jobs(self, query: JobQuery) -> list[Job]:
+        return await self.resources.queries.list(query)
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """The job once it is terminal. Raises ``TimeoutError`` after ``timeout`` seconds."""
+        with anyio.fail_after(timeout):
+            async with self.resources.events.subscribe(buffer=64) as events:
+                while True:
+                    job = await self.get(job_id)
+                    if job.status in TERMINAL:
+                        return job
+                    # Wake on any event about this job; poll now and then in case one was missed.
+                    with anyio.move_on_after(0.5):
+                        async for event in events:
+                            if getattr(event, "job_id", None) == job_id:
+                                break
+
+    async def wait_idle(self, timeout: float | None = None, poll: float = 0.01) -> None:
+        """Return when no job is pending, scheduled or in progress."""
+        with anyio.fail_after(timeout):
+            while True:
+                counts = await self.resources.queries.counts()
+                if not any(counts.get(status, 0) for status in ACTIVE):
+                    return
+                await anyio.sleep(poll)
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a pending or scheduled job at once; ask a running one to stop (its
+        ``finally`` blocks run, then it is recorded ``cancelled``). Raises ``JobNotFound`` or
+        ``InvalidTransition`` for a terminal job."""
+        res = self.resources
+        job = await res.store.cancel(job_id, now=res.clock.now())
+        if job.status is JobStatus.IN_PROGRESS:
+            await res.events.publish([CancelRequested(job_id=job_id)])
+        else:
+            await res.events.publish(
+                [
+                    JobCancelled(
+                        job_id=job.id, task=job.task, attempt=job.attempts, at=res.clock.now()
+                    )
+                ]
+            )
+        return job
+
+    async def replay(self, job_id: str) -> Job | None:
+        """Replay one dead letter; ``None`` if the job is not a dead letter."""
+        jobs = await self.tree.dlq.replay([job_id])
+        return jobs[0] if jobs else None
+
+    async def replay_all(self, *, task: str | None = None) -> int:
+        return await self.tree.dlq.replay_all(task=task)
+
+    async def dead_letter_list(self, *, limit: int = 50, offset: int = 0) -> list[Job]:
+        return await self.tree.dlq.dead_letters(limit=limit, offset=offset)
+
+    def metrics(self) -> MetricsSnapshot:
+        """The metrics actor's latest snapshot."""
+        return self.tree.metrics.snapshot()
+
+
+class EmbeddedTaskFlow(Runtime):
+    """The runtime on in-memory twins, with synchronous inspection helpers."""
+
+    def __init__(self, tree: Tree, resources: Resources, store: MemoryJobStore) -> None:
+        super().__init__(tree, resources)
+        self.store = store
+
+    def dead_letters(self) -> list[Job]:
+        """Every dead-lettered job (status ``failed``, ``in_dlq`` true), oldest first."""
+        return self.store.dead_letters()
+
+
+@asynccontextmanager
+async def embedded(
+    registry: TaskRegistry,
+    concurrency: int = 8,
+    *,
+    queues: Sequence[str] = ("default",),
+    lease: float = 15.0,
+    shutdown_grace: float = 5.0,
+    promote_interval: float = 0.25,
+    restart: RestartPolicy | None = None,
+    seed: int | None = None,
+) -> AsyncIterator[EmbeddedTaskFlow]:
+    """Run the whole TaskFlow tree in this event loop (asyncio or trio), in memory.
+
+    On exit the tree stops gracefully: intake closes, running jobs finish within
+    ``shutdown_grace`` seconds, then the rest is cancelled.
+    """
+    store = MemoryJobStore()
+    resources = Resources(
+        store=store,
+        queries=store,
+        transport=MemoryTransport(),
+        events=MemoryEventBus(),
+        logs=MemoryLogStore(),
+        clock=AnyioClock(),
+    )
+    config = TreeConfig(
+        concurrency=concurrency,
+        queues=tuple(queues),
+        owner="embedded",
+        lease=lease,
+        shutdown_grace=shutdown_grace,
+        promote_interval=promote_interval,
+        restart=restart or RestartPolicy(),
+        seed=seed,
+    )
+    async with open_tree(registry, resources, config) as tree:
+        yield EmbeddedTaskFlow(tree, resources, store)

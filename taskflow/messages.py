@@ -1,0 +1,206 @@
+"""Every message in TaskFlow: commands (imperative) and events (past tense).
+
+All are frozen, slotted, keyword-only dataclasses; ``Message`` is their union, and
+``taskflow.codec`` encodes any of them for the wire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from taskflow.jobs import Job, JobError
+
+# ---------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NewJob:
+    """One job to submit. ``None`` fields take the task's defaults."""
+
+    task: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    queue: str | None = None
+    priority: int | None = None
+    delay: float = 0.0
+    max_attempts: int | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitJobs:
+    """Store a batch of jobs durably, then publish the ones that are due.
+
+    With an ``idempotency_key``, the same key and ``request_hash`` return the batch created
+    first; the same key with another hash is an ``IdempotencyConflict``.
+    """
+
+    jobs: tuple[NewJob, ...]
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobMessage:
+    """What travels on the transport: a reference to a stored job, never its state."""
+
+    job_id: str
+    task: str
+    queue: str
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunJob:
+    """Run one claimed attempt of ``job``; the delivery is settled after its outcome is stored."""
+
+    job: Job
+    delivery_tag: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetterJob:
+    """Move a job whose attempt failed for good to the dead letters."""
+
+    failure: JobFailed
+    code: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CancelRequested:
+    """Control: stop the running attempt of ``job_id`` wherever it runs."""
+
+    job_id: str
+
+
+# ---------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobSubmitted:
+    job_id: str
+    task: str
+    queue: str
+    at: float
+    scheduled: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobStarted:
+    job_id: str
+    task: str
+    attempt: int
+    at: float
+    queued_at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobProgressed:
+    job_id: str
+    attempt: int
+    percent: float
+    message: str | None
+    at: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobSucceeded:
+    job_id: str
+    task: str
+    attempt: int
+    at: float
+    started_at: float
+    created_at: float
+    result: Any = None
+    delivery_tag: int = 0
+    log_lines: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobFailed:
+    """An attempt failed. The retrier decides what happens next."""
+
+    job_id: str
+    task: str
+    attempt: int
+    max_attempts: int
+    at: float
+    started_at: float
+    error: JobError
+    error_types: tuple[str, ...] = ()
+    retryable: bool = True
+    retry_delay: float | None = None
+    delivery_tag: int = 0
+    log_lines: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobCancelled:
+    job_id: str
+    task: str
+    attempt: int
+    at: float
+    delivery_tag: int = 0
+    log_lines: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobScheduled:
+    job_id: str
+    attempt: int
+    run_at: float
+    at: float
+    error: JobError | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobDeadLettered:
+    job_id: str
+    task: str
+    attempt: int
+    at: float
+    error: JobError
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobReplayed:
+    job_id: str
+    replay_count: int
+    at: float
+
+
+Outcome = JobSucceeded | JobFailed | JobCancelled
+Event = (
+    JobSubmitted
+    | JobStarted
+    | JobProgressed
+    | JobSucceeded
+    | JobFailed
+    | JobCancelled
+    | JobScheduled
+    | JobDeadLettered
+    | JobReplayed
+    | CancelRequested
+)
+Command = NewJob | SubmitJobs | JobMessage | RunJob | DeadLetterJob | CancelRequested
+Message = Command | Event
+
+ALL_MESSAGE_TYPES: tuple[type, ...] = (
+    NewJob,
+    SubmitJobs,
+    JobMessage,
+    RunJob,
+    DeadLetterJob,
+    CancelRequested,
+    JobSubmitted,
+    JobStarted,
+    JobProgressed,
+    JobSucceeded,
+    JobFailed,
+    JobCancelled,
+    JobScheduled,
+    JobDeadLettered,
+    JobReplayed,
+)
+
+TERMINAL_EVENTS = (JobSucceeded, JobDeadLettered, JobCancelled)

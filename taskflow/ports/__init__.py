@@ -1,0 +1,44 @@
+"""Ports: small Protocols the actors talk to. Adapters live in taskflow.memory (twins) and
+in the driver-specific packages."""
+
+from taskflow.ports.cache import Cache
+from taskflow.ports.events import EventBus
+from taskflow.ports.logs import LogStore
+from taskflow.ports.store import (
+    Bury,
+    Change,
+    Complete,
+    Inserted,
+    JobQueries,
+    JobQuery,
+    JobStore,
+    MarkCancelled,
+    Progress,
+    Recovered,
+    Release,
+    Renew,
+    Reschedule,
+)
+from taskflow.ports.transport import Deliveries, Delivery, Transport
+
+__all__ = [
+    "Bury",
+    "Cache",
+    "Change",
+    "Complete",
+    "Deliveries",
+    "Delivery",
+    "EventBus",
+    "Inserted",
+    "JobQueries",
+    "JobQuery",
+    "JobStore",
+    "LogStore",
+    "MarkCancelled",
+    "Progress",
+    "Recovered",
+    "Release",
+    "Renew",
+    "Reschedule",
+    "Transport",
+]

@@ -1,0 +1,21 @@
+"""The EventBus port: fan-out of job events to every subscriber (metrics, waiters, streams)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Protocol
+
+from anyio.abc import ObjectReceiveStream
+
+from taskflow.messages import Event
+
+
+class EventBus(Protocol):
+    async def publish(self, events: Sequence[Event]) -> None:
+        """Never blocks on a slow subscriber: events are notifications; the store is the truth."""
+        ...
+
+    def subscribe(
+        self, *, buffer: int = 256
+    ) -> AbstractAsyncContextManager[ObjectReceiveStream[Event]]: ...

@@ -1,0 +1,167 @@
+"""The JobStore port: durable job state. Every change is fenced by status and attempt."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from taskflow.jobs import Job, JobError, JobStatus, Trigger
+
+# ------------------------------------------------------------- fenced changes
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Complete:
+    job_id: str
+    attempt: int
+    result: Any = None
+    trigger = Trigger.SUCCEED
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reschedule:
+    job_id: str
+    attempt: int
+    run_at: float
+    error: JobError
+    trigger = Trigger.RETRY
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Bury:
+    """Dead-letter the job."""
+
+    job_id: str
+    attempt: int
+    error: JobError
+    trigger = Trigger.DEAD_LETTER
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MarkCancelled:
+    job_id: str
+    attempt: int
+    trigger = Trigger.CANCEL
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Release:
+    """Give the job back to the queue without burning the attempt (graceful shutdown)."""
+
+    job_id: str
+    attempt: int
+    trigger = Trigger.RELEASE
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Progress:
+    job_id: str
+    attempt: int
+    percent: float
+    message: str | None = None
+    trigger = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Renew:
+    """Extend the lease of an attempt that is still running."""
+
+    job_id: str
+    attempt: int
+    until: float
+    trigger = None
+
+
+Change = Complete | Reschedule | Bury | MarkCancelled | Release | Progress | Renew
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Inserted:
+    job_ids: tuple[str, ...]
+    replayed: bool = False
+    """True when an idempotency key matched an earlier identical request."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Recovered:
+    """What a lease sweep did: jobs due to run again, and jobs that ran out of attempts."""
+
+    requeued: tuple[Job, ...] = ()
+    buried: tuple[Job, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobQuery:
+    status: JobStatus | None = None
+    task: str | None = None
+    queue: str | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+class JobStore(Protocol):
+    """Writes. Each method is one round trip for the whole batch it is given."""
+
+    async def insert(
+        self,
+        jobs: Sequence[Job],
+        *,
+        now: float,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        key_expires_at: float | None = None,
+    ) -> Inserted:
+        """Store new jobs (``pending`` or ``scheduled``), atomically with the idempotency key."""
+        ...
+
+    async def claim(
+        self, job_ids: Sequence[str], *, owner: str, now: float, lease_until: float
+    ) -> list[Job]:
+        """pending -> in_progress (attempts + 1) for those of ``job_ids`` that are pending."""
+        ...
+
+    async def settle(self, changes: Sequence[Change], *, now: float) -> list[Job | None]:
+        """Apply fenced changes; ``None`` where the fence (status, attempt) did not hold."""
+        ...
+
+    async def promote_due(self, *, now: float, limit: int) -> list[Job]:
+        """scheduled -> pending for jobs whose ``run_at`` is due, oldest first."""
+        ...
+
+    async def cancel(self, job_id: str, *, now: float) -> Job:
+        """pending/scheduled -> cancelled; in_progress -> ``cancel_requested`` (the executor
+        settles it). Raises ``JobNotFound`` or ``InvalidTransition`` for a terminal job."""
+        ...
+
+    async def replay(self, job_ids: Sequence[str], *, now: float) -> list[Job]:
+        """failed -> pending, a new attempt series; lineage (replay_count, original_error) kept."""
+        ...
+
+    async def recover_expired(self, *, now: float, limit: int) -> Recovered:
+        """Jobs whose lease expired: requeued (an attempt counted, ``worker_lost``) or buried."""
+        ...
+
+    async def purge(
+        self, *, now: float, completed_before: float, failed_before: float, limit: int
+    ) -> list[str]:
+        """Delete terminal jobs older than their retention; returns the deleted ids."""
+        ...
+
+
+class JobQueries(Protocol):
+    """Reads."""
+
+    async def get(self, job_id: str) -> Job:
+        """Raises ``JobNotFound``."""
+        ...
+
+    async def list(self, query: JobQuery) -> list[Job]:
+        """Newest first."""
+        ...
+
+    async def counts(self) -> Mapping[JobStatus, int]: ...
+
+    async def next_run_at(self) -> float | None:
+        """The earliest ``run_at`` among scheduled jobs."""
+        ...
