@@ -5,16 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import anyio
-import structlog
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
 from taskflow.clock import Clock
 from taskflow.codec import DecodeError, decode
+from taskflow.log import get_logger
 from taskflow.messages import JobMessage, RunJob
 from taskflow.ports import Deliveries, Delivery, JobStore, Transport
 
-log = structlog.get_logger("taskflow.dispatcher")
+log = get_logger("taskflow.dispatcher")
 
 
 @dataclass(frozen=True, slots=True)

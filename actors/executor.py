@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import structlog
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
@@ -16,6 +15,7 @@ from taskflow.codec import encode_value
 from taskflow.context import JobContext
 from taskflow.errors import Retry, UnknownTask
 from taskflow.jobs import Job, JobError
+from taskflow.log import get_logger
 from taskflow.messages import (
     CancelRequested,
     JobCancelled,
@@ -39,7 +39,7 @@ from taskflow.ports import (
 )
 from taskflow.registry import TaskRegistry, TaskSpec, type_names
 
-log = structlog.get_logger("taskflow.executor")
+log = get_logger("taskflow.executor")
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +127,10 @@ class ExecutorPool:
         running.scope.cancel()
         running.ctx._cancel.set()
         return True
+
+    def idle(self) -> bool:
+        """No attempt in flight here: every outcome received has been stored."""
+        return self._inflight == 0
 
     def statistics(self) -> ExecutorStats:
         return ExecutorStats(capacity=self.concurrency, busy=len(self._running), **self._stats)

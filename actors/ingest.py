@@ -6,18 +6,18 @@ import uuid
 from dataclasses import dataclass, field
 
 import anyio
-import structlog
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from taskflow.clock import Clock
 from taskflow.errors import ShuttingDown, TaskflowError, ValidationError
 from taskflow.jobs import Job, JobStatus
+from taskflow.log import get_logger
 from taskflow.messages import JobMessage, JobSubmitted, NewJob, SubmitJobs
 from taskflow.ports import EventBus, Inserted, JobStore, Transport
 from taskflow.registry import TaskRegistry
 
-log = structlog.get_logger("taskflow.ingest")
+log = get_logger("taskflow.ingest")
 
 
 @dataclass(kw_only=True)

@@ -8,12 +8,13 @@ from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Protocol
 
 import anyio
-import structlog
 from anyio import TASK_STATUS_IGNORED
-from anyio.abc import TaskStatus
+from anyio.abc import ObjectReceiveStream, TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from actors.histogram import LatencyHistogram, LatencySummary, RateWindow
 from taskflow.jobs import JobStatus
+from taskflow.log import get_logger
 from taskflow.messages import (
     Event,
     JobCancelled,
@@ -28,7 +29,7 @@ from taskflow.messages import (
 from taskflow.ports.events import EventBus
 from taskflow.ports.store import JobQueries
 
-_logger = structlog.get_logger(__name__)
+_logger = get_logger(__name__)
 
 UNKNOWN_TASK = "unknown"
 
@@ -172,9 +173,11 @@ class MetricsCollector:
     _failed: RateWindow = field(default_factory=RateWindow, init=False)
     _events_seen: int = field(default=0, init=False)
     _refresh_failures: int = field(default=0, init=False)
+    _inbox: ObjectReceiveStream[Event] | None = field(default=None, init=False)
 
     async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
         async with self.events.subscribe(buffer=4096) as inbox:
+            self._inbox = inbox
             await self.refresh()
             task_status.started()
             async with anyio.create_task_group() as tg:
@@ -182,6 +185,12 @@ class MetricsCollector:
                 async for event in inbox:
                     self._count(event)
                 tg.cancel_scope.cancel()
+
+    def backlog(self) -> int:
+        """Events received but not yet counted (0 when the snapshot is up to date)."""
+        if isinstance(self._inbox, MemoryObjectReceiveStream):
+            return self._inbox.statistics().current_buffer_used
+        return 0
 
     async def refresh(self) -> None:
         """Re-read the job counts from the store now. Raises what ``counts()`` raises, or
@@ -247,7 +256,8 @@ class MetricsCollector:
         self._task_of.pop(job_id, None)
 
     def snapshot(self) -> MetricsSnapshot:
-        """Reads in-memory state and the sources' ``statistics()``; no I/O."""
+        """Reads in-memory state and the sources' ``statistics()``; no I/O. Call it inside the
+        event loop: the default ``monotonic`` is ``anyio.current_time``."""
         tasks = {name: tally.freeze() for name, tally in self._tallies.items()}
         mono = self.monotonic()
         in_flight, utilisation = 0, 0.0

@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import anyio
-import structlog
 from anyio.abc import TaskStatus
 
 from taskflow.clock import Clock
+from taskflow.log import get_logger
 from taskflow.messages import JobDeadLettered, JobMessage
 from taskflow.ports import EventBus, JobStore, LogStore, Transport
 
-log = structlog.get_logger("taskflow.reaper")
+log = get_logger("taskflow.reaper")
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,18 +6,18 @@ import random
 from dataclasses import dataclass, field
 
 import anyio
-import structlog
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from taskflow.clock import Clock
 from taskflow.errors import UnknownTask
+from taskflow.log import get_logger
 from taskflow.messages import DeadLetterJob, JobFailed, JobMessage, JobScheduled, JobSubmitted
 from taskflow.ports import EventBus, JobQueries, JobStore, Reschedule, Transport
 from taskflow.registry import TaskRegistry
 from taskflow.retry import GiveUp, RetryAfter, RetryPolicy
 
-log = structlog.get_logger("taskflow.retrier")
+log = get_logger("taskflow.retrier")
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,8 @@ def encode(message: Message) -> bytes:
 
 
 def encode_value(value: Any) -> bytes:
-    """Encode a JSON value (task payloads and results); raises ``TypeError`` if it is not one."""
+    """Encode a task payload or result as JSON; raises ``TypeError`` for what msgspec cannot
+    encode. (msgspec renders datetimes as ISO strings, bytes as base64, sets as arrays.)"""
     try:
         return _encoder.encode(value)
     except (TypeError, msgspec.EncodeError) as exc:
@@ -35,7 +36,7 @@ def decode(data: bytes) -> Message:
     """Decode bytes made by ``encode``; anything else raises ``DecodeError`` with the reason."""
     try:
         envelope = msgspec.json.decode(data)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise DecodeError(f"not JSON: {exc}") from exc
     if not isinstance(envelope, dict) or "type" not in envelope or "body" not in envelope:
         raise DecodeError("expected an object with 'type' and 'body'")

@@ -24,16 +24,16 @@ class Secret(str):
 def mask(value: str) -> str:
     try:
         parts = urlsplit(value)
-    except ValueError:
+        if parts.scheme and parts.netloc:
+            if parts.password is None:
+                return value
+            host = parts.hostname or ""
+            if parts.port:
+                host = f"{host}:{parts.port}"
+            user = parts.username or ""
+            return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    except ValueError:  # a malformed URL (bad port, bad IPv6 literal): hide all of it
         return "***"
-    if parts.scheme and parts.netloc:
-        if parts.password is None:
-            return value
-        host = parts.hostname or ""
-        if parts.port:
-            host = f"{host}:{parts.port}"
-        user = parts.username or ""
-        return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
     return "***" if value else ""
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
+from taskflow.log import get_logger
 
 ProgressSink = Callable[[str, int, float, "str | None"], None]
 
@@ -34,7 +34,7 @@ class JobContext:
     def __post_init__(self) -> None:
         if self.log is None:
             self.log = _JobLogger(
-                structlog.get_logger("taskflow.task").bind(
+                get_logger("taskflow.task").bind(
                     job_id=self.job_id, attempt=self.attempt, task=self.task
                 ),
                 self._lines,

@@ -95,13 +95,19 @@ class Runtime:
                                 break
 
     async def wait_idle(self, timeout: float | None = None, poll: float = 0.01) -> None:
-        """Return when no job is pending, scheduled or in progress."""
+        """Return when no job is pending, scheduled or in progress, every outcome is stored,
+        and the metrics snapshot has counted every event (seen idle on two polls in a row)."""
         with anyio.fail_after(timeout):
-            while True:
-                counts = await self.resources.queries.counts()
-                if not any(counts.get(status, 0) for status in ACTIVE):
-                    return
+            calm = 0
+            while calm < 2:
                 await anyio.sleep(poll)
+                calm = calm + 1 if await self._idle() else 0
+
+    async def _idle(self) -> bool:
+        counts = await self.resources.queries.counts()
+        if any(counts.get(status, 0) for status in ACTIVE):
+            return False
+        return self.tree.pool.idle() and self.tree.metrics.backlog() == 0
 
     async def cancel(self, job_id: str) -> Job:
         """Cancel a pending or scheduled job at once; ask a running one to stop (its

@@ -76,7 +76,7 @@ class TaskRegistry:
             )
             policy = replace(
                 policy,
-                max_attempts=max_attempts or policy.max_attempts,
+                max_attempts=policy.max_attempts if max_attempts is None else max_attempts,
                 non_retryable=policy.non_retryable | extra,
             )
             self.add(

@@ -51,10 +51,10 @@ class RetryPolicy:
     def backoff_ceiling(self, attempt: int) -> float:
         """The largest delay after failed attempt number ``attempt`` (1-based)."""
         exponent = max(0, attempt - 1)
-        # Avoid float overflow for absurd attempt counts: the cap wins long before.
-        if exponent > 64:
+        try:
+            return min(self.cap, self.base * self.factor**exponent)
+        except OverflowError:  # absurd attempt counts or factors: the cap won long before
             return self.cap
-        return min(self.cap, self.base * self.factor**exponent)
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         ceiling = self.backoff_ceiling(attempt)

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 import anyio
-import structlog
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskGroup, TaskStatus
 
 from taskflow.errors import SupervisorEscalation
+from taskflow.log import get_logger
 
-_logger = structlog.get_logger(__name__)
+_logger = get_logger(__name__)
 
 
 class Restart(enum.Enum):

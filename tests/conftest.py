@@ -9,9 +9,7 @@ import pytest
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
 
-@pytest.fixture(
-    params=[pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")]
-)
+@pytest.fixture(params=[pytest.param("asyncio", id="asyncio"), pytest.param("trio", id="trio")])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 

@@ -1,0 +1,51 @@
+"""invoke tasks: the one entry point for humans and CI (`invoke --list`)."""
+
+from __future__ import annotations
+
+import sys
+
+from invoke import Context, task
+
+PY = sys.executable
+
+
+@task
+def lint(c: Context) -> None:
+    """ruff lint and format check."""
+    c.run(f"{PY} -m ruff check .")
+    c.run(f"{PY} -m ruff format --check .")
+
+
+@task
+def typecheck(c: Context) -> None:
+    """mypy --strict over taskflow/, actors/, web/."""
+    c.run(f"{PY} -m mypy")
+
+
+@task(help={"k": "only tests matching this expression", "x": "stop at the first failure"})
+def test(c: Context, k: str = "", x: bool = False) -> None:
+    """The whole test suite (the README's test command)."""
+    args = ["-q"]
+    if k:
+        args += ["-k", repr(k)]
+    if x:
+        args.append("-x")
+    c.run(f"{PY} -m pytest {' '.join(args)}", pty=False)
+
+
+@task(pre=[lint, typecheck, test])
+def check(c: Context) -> None:
+    """lint, typecheck, test: what CI runs."""
+
+
+@task
+def fmt(c: Context) -> None:
+    """Format and autofix."""
+    c.run(f"{PY} -m ruff format .")
+    c.run(f"{PY} -m ruff check --fix .")
+
+
+@task(help={"jobs": "how many no-op jobs", "concurrency": "executors"})
+def bench(c: Context, jobs: int = 20000, concurrency: int = 64) -> None:
+    """In-memory throughput benchmark (perf/bench_embedded.py) on asyncio and trio."""
+    c.run(f"{PY} perf/bench_embedded.py --jobs {jobs} --concurrency {concurrency}")
