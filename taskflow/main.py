@@ -138,6 +138,21 @@ class Runtime:
     async def dead_letter_list(self, *, limit: int = 50, offset: int = 0) -> list[Job]:
         return await self.tree.dlq.dead_letters(limit=limit, offset=offset)
 
+    async def health(self, timeout: float = 2.0) -> dict[str, str]:
+        """Probe every dependency: ``{"store": "ok" | reason, "transport": "ok" | reason}``."""
+        res = self.resources
+        probes = {"store": res.queries.check, "transport": res.transport.check}
+        report: dict[str, str] = {}
+        for name, probe in probes.items():
+            try:
+                with anyio.fail_after(timeout):
+                    await probe()
+            except Exception as exc:
+                report[name] = f"{type(exc).__name__}: {exc}"[:300]
+            else:
+                report[name] = "ok"
+        return report
+
     def metrics(self) -> MetricsSnapshot:
         """The metrics actor's latest snapshot."""
         return self.tree.metrics.snapshot()

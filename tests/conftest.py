@@ -14,6 +14,26 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+# Adapters bound to asyncio (psycopg, aiormq, redis.asyncio, miniopy-async): their
+# parametrizations are not generated for the trio backend.
+ASYNCIO_ONLY = frozenset({"postgres", "rabbitmq", "redis", "s3"})
+
+pytest_plugins = ["tests.pg"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        backend = params.get("anyio_backend")
+        name = backend[0] if isinstance(backend, tuple) else backend
+        adapters = {v for v in params.values() if isinstance(v, str)}
+        (drop if name == "trio" and adapters & ASYNCIO_ONLY else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 def mock_clock_backend() -> object:
     """A ``pytest.param`` for ``anyio_backend``: trio with a MockClock that jumps when idle."""
     import trio.testing

@@ -6,6 +6,8 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
+import anyio
+
 from taskflow.errors import IdempotencyConflict, JobNotFound
 from taskflow.jobs import TERMINAL, Job, JobError, JobStatus, Trigger, sources, transition
 from taskflow.ports.store import (
@@ -281,10 +283,10 @@ class MemoryJobStore:
             if job.status not in TERMINAL or job.finished_at is None:
                 continue
             cutoff = failed_before if job.status is JobStatus.FAILED else completed_before
-            if job.finished_at < cutoff:
-                doomed.append(job.id)
             if len(doomed) >= limit:
                 break
+            if job.finished_at < cutoff:
+                doomed.append(job.id)
         for job_id in doomed:
             del self._jobs[job_id]
         for key, entry in list(self._keys.items()):
@@ -304,12 +306,16 @@ class MemoryJobStore:
             if (query.status is None or j.status is query.status)
             and (query.task is None or j.task == query.task)
             and (query.queue is None or j.queue == query.queue)
+            and (query.before is None or (j.created_at, j.id) < query.before)
         ]
         rows.sort(key=lambda j: (j.created_at, j.id), reverse=True)
         return rows[query.offset : query.offset + query.limit]
 
     async def counts(self) -> Mapping[JobStatus, int]:
         return self.counts_nowait()
+
+    async def check(self) -> None:
+        await anyio.lowlevel.checkpoint()
 
     def counts_nowait(self) -> dict[JobStatus, int]:
         counts = dict.fromkeys(JobStatus, 0)

@@ -98,6 +98,8 @@ class JobQuery:
     queue: str | None = None
     limit: int = 50
     offset: int = 0
+    before: tuple[float, str] | None = None
+    """Keyset cursor: only jobs older than (created_at, id), for stable paging."""
 
 
 class JobStore(Protocol):
@@ -161,6 +163,10 @@ class JobQueries(Protocol):
         ...
 
     async def counts(self) -> Mapping[JobStatus, int]: ...
+
+    async def check(self) -> None:
+        """Raise ``StoreError`` if the store cannot answer (readiness probe)."""
+        ...
 
     async def next_run_at(self) -> float | None:
         """The earliest ``run_at`` among scheduled jobs."""

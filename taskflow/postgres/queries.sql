@@ -1,0 +1,175 @@
+-- Every SQL statement of PostgresJobStore, by name. Loaded once by taskflow.postgres.sql.
+-- Parameters are psycopg named placeholders. Every state change carries its guard:
+-- `status = ANY(%(sources)s)` (from taskflow.jobs.sources) and the attempt number as a fence.
+
+-- name: insert_jobs
+INSERT INTO taskflow_jobs (id, task, queue, payload, status, priority, max_attempts, timeout,
+                           run_at, idempotency_key, created_at, updated_at)
+SELECT j.id, j.task, j.queue, j.payload::jsonb, j.status, j.priority, j.max_attempts, j.timeout,
+       j.run_at, j.idempotency_key, j.created_at, j.created_at
+FROM unnest(%(ids)s::uuid[], %(tasks)s::text[], %(queues)s::text[], %(payloads)s::text[],
+            %(statuses)s::text[], %(priorities)s::smallint[], %(max_attempts)s::integer[],
+            %(timeouts)s::double precision[], %(run_ats)s::timestamptz[],
+            %(keys)s::text[], %(created_ats)s::timestamptz[])
+     AS j(id, task, queue, payload, status, priority, max_attempts, timeout, run_at,
+          idempotency_key, created_at)
+
+-- name: claim_key
+INSERT INTO taskflow_idempotency_keys (key, request_hash, job_ids, created_at, expires_at)
+VALUES (%(key)s, %(hash)s, %(ids)s::uuid[], %(now)s, %(expires_at)s)
+ON CONFLICT (key) DO UPDATE
+    SET request_hash = EXCLUDED.request_hash, job_ids = EXCLUDED.job_ids,
+        created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
+    WHERE taskflow_idempotency_keys.expires_at IS NOT NULL
+      AND taskflow_idempotency_keys.expires_at <= %(now)s
+RETURNING key
+
+-- name: get_key
+SELECT request_hash, job_ids::text[] AS job_ids FROM taskflow_idempotency_keys WHERE key = %(key)s
+
+-- name: claim
+UPDATE taskflow_jobs
+SET status = 'in_progress', attempts = attempts + 1, lease_owner = %(owner)s,
+    lease_expires_at = %(lease_until)s, started_at = %(now)s, updated_at = %(now)s,
+    progress = 0, progress_message = NULL
+WHERE id = ANY(%(ids)s::uuid[]) AND status = ANY(%(sources)s)
+RETURNING *
+
+-- name: complete
+UPDATE taskflow_jobs AS j
+SET status = 'completed', result = c.result::jsonb, error = NULL, progress = 100,
+    finished_at = %(now)s, updated_at = %(now)s, lease_owner = NULL, lease_expires_at = NULL
+FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(results)s::text[]) AS c(id, attempt, result)
+WHERE j.id = c.id AND j.attempts = c.attempt AND j.status = ANY(%(sources)s)
+RETURNING j.*
+
+-- name: reschedule
+UPDATE taskflow_jobs AS j
+SET status = 'scheduled', run_at = c.run_at, error = c.error::jsonb, updated_at = %(now)s,
+    lease_owner = NULL, lease_expires_at = NULL
+FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(run_ats)s::timestamptz[],
+            %(errors)s::text[]) AS c(id, attempt, run_at, error)
+WHERE j.id = c.id AND j.attempts = c.attempt AND j.status = ANY(%(sources)s)
+RETURNING j.*
+
+-- name: bury
+UPDATE taskflow_jobs AS j
+SET status = 'failed', error = c.error::jsonb, finished_at = %(now)s, updated_at = %(now)s,
+    lease_owner = NULL, lease_expires_at = NULL
+FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(errors)s::text[]) AS c(id, attempt, error)
+WHERE j.id = c.id AND j.attempts = c.attempt AND j.status = ANY(%(sources)s)
+RETURNING j.*
+
+-- name: mark_cancelled
+UPDATE taskflow_jobs AS j
+SET status = 'cancelled', finished_at = %(now)s, updated_at = %(now)s,
+    lease_owner = NULL, lease_expires_at = NULL
+FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[]) AS c(id, attempt)
+WHERE j.id = c.id AND j.attempts = c.attempt AND j.status = ANY(%(sources)s)
+RETURNING j.*
+
+-- name: release
+UPDATE taskflow_jobs AS j
+SET status = 'pending', attempts = j.attempts - 1, updated_at = %(now)s,
+    lease_owner = NULL, lease_expires_at = NULL
+FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[]) AS c(id, attempt)
+WHERE j.id = c.id AND j.attempts = c.attempt AND j.status = ANY(%(sources)s)
+RETURNING j.*
+
+-- name: progress
+UPDATE taskflow_jobs AS j
+SET progress = c.percent, progress_message = c.message, updated_at = %(now)s
+FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(percents)s::real[], %(messages)s::text[])
+     AS c(id, attempt, percent, message)
+WHERE j.id = c.id AND j.attempts = c.attempt AND j.status = 'in_progress'
+RETURNING j.*
+
+-- name: renew
+UPDATE taskflow_jobs AS j
+SET lease_expires_at = c.until, updated_at = %(now)s
+FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(untils)s::timestamptz[])
+     AS c(id, attempt, until)
+WHERE j.id = c.id AND j.attempts = c.attempt AND j.status = 'in_progress'
+RETURNING j.*
+
+-- name: promote_due
+UPDATE taskflow_jobs
+SET status = 'pending', updated_at = %(now)s
+WHERE id IN (SELECT id FROM taskflow_jobs
+             WHERE status = 'scheduled' AND run_at <= %(now)s
+             ORDER BY run_at, created_at
+             LIMIT %(limit)s
+             FOR UPDATE SKIP LOCKED)
+RETURNING *
+
+-- name: lock_job
+SELECT * FROM taskflow_jobs WHERE id = %(id)s FOR UPDATE
+
+-- name: cancel_now
+UPDATE taskflow_jobs SET status = 'cancelled', finished_at = %(now)s, updated_at = %(now)s
+WHERE id = %(id)s RETURNING *
+
+-- name: request_cancel
+UPDATE taskflow_jobs SET cancel_requested = true, updated_at = %(now)s
+WHERE id = %(id)s RETURNING *
+
+-- name: replay
+UPDATE taskflow_jobs
+SET status = 'pending', attempts = 0, replay_count = replay_count + 1,
+    original_error = COALESCE(original_error, error), error = NULL, result = NULL,
+    finished_at = NULL, run_at = NULL, updated_at = %(now)s
+WHERE id = ANY(%(ids)s::uuid[]) AND status = ANY(%(sources)s)
+RETURNING *
+
+-- name: recover_expired
+WITH expired AS (
+    SELECT id FROM taskflow_jobs
+    WHERE status = 'in_progress' AND lease_expires_at < %(now)s
+    ORDER BY lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE taskflow_jobs AS j
+SET status = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'pending' END,
+    error = %(error)s::jsonb,
+    finished_at = CASE WHEN j.attempts >= j.max_attempts THEN %(now)s ELSE NULL END,
+    lease_owner = NULL, lease_expires_at = NULL, updated_at = %(now)s
+FROM expired
+WHERE j.id = expired.id
+RETURNING j.*
+
+-- name: purge_jobs
+DELETE FROM taskflow_jobs
+WHERE id IN (SELECT id FROM taskflow_jobs
+             WHERE (status IN ('completed', 'cancelled') AND finished_at < %(completed_before)s)
+                OR (status = 'failed' AND finished_at < %(failed_before)s)
+             LIMIT %(limit)s
+             FOR UPDATE SKIP LOCKED)
+RETURNING id::text
+
+-- name: purge_keys
+DELETE FROM taskflow_idempotency_keys
+WHERE key IN (SELECT key FROM taskflow_idempotency_keys
+              WHERE expires_at < %(now)s LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+
+-- name: get
+SELECT * FROM taskflow_jobs WHERE id = %(id)s
+
+-- name: counts
+SELECT status, count(*) AS n FROM taskflow_jobs GROUP BY status
+
+-- name: next_run_at
+SELECT min(run_at) AS run_at FROM taskflow_jobs WHERE status = 'scheduled'
+
+-- name: check
+SELECT 1
+
+-- name: list_jobs
+SELECT * FROM taskflow_jobs
+WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
+  AND (%(task)s::text IS NULL OR task = %(task)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(before_at)s::timestamptz IS NULL
+       OR (created_at, id) < (%(before_at)s::timestamptz, %(before_id)s::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT %(limit)s OFFSET %(offset)s

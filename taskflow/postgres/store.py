@@ -1,0 +1,363 @@
+"""PostgresJobStore: the JobStore and JobQueries ports on PostgreSQL (psycopg 3, async pool).
+
+Every method is one transaction and, for batches, one statement per change kind: the whole
+batch travels as arrays (``unnest``), never one round trip per job. Driver errors stop here
+and leave as ``StoreError``. Queries run shielded from AnyIO cancellation under a client
+timeout, with a server-side ``statement_timeout`` below it, so a cancelled caller never leaves
+a half-read connection in the pool (see stack-notes: psycopg under AnyIO).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+
+from taskflow.errors import IdempotencyConflict, JobNotFound, StoreError, TaskflowError
+from taskflow.jobs import Job, JobError, JobStatus, Trigger, sources, transition
+from taskflow.memory.store import WORKER_LOST
+from taskflow.ports.store import (
+    Bury,
+    Change,
+    Complete,
+    Inserted,
+    JobQuery,
+    MarkCancelled,
+    Progress,
+    Recovered,
+    Release,
+    Renew,
+    Reschedule,
+)
+from taskflow.postgres.sql import queries
+
+Row = dict[str, Any]
+
+
+def _ts(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def _epoch(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def _error_json(error: JobError | None) -> str | None:
+    if error is None:
+        return None
+    return json.dumps(
+        {"code": error.code, "message": error.message, "type": error.type, "reason": error.reason}
+    )
+
+
+def _error(value: Any) -> JobError | None:
+    if value is None:
+        return None
+    return JobError(
+        code=value["code"],
+        message=value["message"],
+        type=value.get("type"),
+        reason=value.get("reason"),
+    )
+
+
+def _job(row: Row) -> Job:
+    return Job(
+        id=str(row["id"]),
+        task=row["task"],
+        payload=row["payload"],
+        queue=row["queue"],
+        status=JobStatus(row["status"]),
+        priority=row["priority"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        timeout=row["timeout"],
+        created_at=row["created_at"].timestamp(),
+        updated_at=row["updated_at"].timestamp(),
+        run_at=_epoch(row["run_at"]),
+        started_at=_epoch(row["started_at"]),
+        finished_at=_epoch(row["finished_at"]),
+        result=row["result"],
+        error=_error(row["error"]),
+        progress=float(row["progress"]),
+        progress_message=row["progress_message"],
+        idempotency_key=row["idempotency_key"],
+        lease_owner=row["lease_owner"],
+        lease_expires_at=_epoch(row["lease_expires_at"]),
+        cancel_requested=row["cancel_requested"],
+        replay_count=row["replay_count"],
+        original_error=_error(row["original_error"]),
+    )
+
+
+def _valid_ids(job_ids: Sequence[str]) -> list[str]:
+    """Ids that are UUIDs; anything else cannot name a job."""
+    valid = []
+    for job_id in job_ids:
+        try:
+            uuid.UUID(job_id)
+        except (ValueError, AttributeError, TypeError):
+            continue
+        valid.append(job_id)
+    return valid
+
+
+class PostgresJobStore:
+    """Implements ``JobStore`` and ``JobQueries`` on PostgreSQL."""
+
+    def __init__(self, pool: AsyncConnectionPool, *, timeout: float = 30.0) -> None:
+        self.pool = pool
+        self.timeout = timeout
+        self._sql = queries()
+
+    # ------------------------------------------------------------ plumbing
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[psycopg.AsyncConnection[Row]]:
+        """A transaction, shielded from outer cancellation, bounded by ``timeout``."""
+        with anyio.CancelScope(shield=True), anyio.fail_after(self.timeout):
+            try:
+                async with self.pool.connection() as conn, conn.transaction():
+                    yield conn  # type: ignore[misc]
+            except TaskflowError:
+                raise
+            except psycopg.Error as exc:
+                raise StoreError(f"database error: {type(exc).__name__}: {exc}".strip()) from exc
+            except TimeoutError as exc:
+                raise StoreError(f"database call exceeded {self.timeout} s") from exc
+
+    async def _rows(
+        self, name: str, params: Mapping[str, Any], *, prepare: bool | None = None
+    ) -> list[Row]:
+        async with self._tx() as conn:
+            cur = await conn.execute(self._sql[name], params, prepare=prepare)
+            return await cur.fetchall() if cur.description else []
+
+    # ------------------------------------------------------------ writes
+
+    async def insert(
+        self,
+        jobs: Sequence[Job],
+        *,
+        now: float,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        key_expires_at: float | None = None,
+    ) -> Inserted:
+        ids = [j.id for j in jobs]
+        async with self._tx() as conn:
+            if idempotency_key is not None:
+                claimed = await conn.execute(
+                    self._sql["claim_key"],
+                    {
+                        "key": idempotency_key,
+                        "hash": request_hash,
+                        "ids": ids,
+                        "now": _ts(now),
+                        "expires_at": _ts(key_expires_at),
+                    },
+                )
+                if await claimed.fetchone() is None:
+                    # Another request holds the key (it committed first: the unique index
+                    # made us wait for it), so answer with its batch or refuse.
+                    cur = await conn.execute(self._sql["get_key"], {"key": idempotency_key})
+                    known = await cur.fetchone()
+                    assert known is not None
+                    if known["request_hash"] != request_hash:
+                        raise IdempotencyConflict(
+                            "the idempotency key was used with a different request",
+                            idempotency_key=idempotency_key,
+                        )
+                    return Inserted(job_ids=tuple(known["job_ids"]), replayed=True)
+            await conn.execute(
+                self._sql["insert_jobs"],
+                {
+                    "ids": ids,
+                    "tasks": [j.task for j in jobs],
+                    "queues": [j.queue for j in jobs],
+                    "payloads": [json.dumps(j.payload) for j in jobs],
+                    "statuses": [j.status.value for j in jobs],
+                    "priorities": [j.priority for j in jobs],
+                    "max_attempts": [j.max_attempts for j in jobs],
+                    "timeouts": [j.timeout for j in jobs],
+                    "run_ats": [_ts(j.run_at) for j in jobs],
+                    "keys": [idempotency_key for _ in jobs],
+                    "created_ats": [_ts(j.created_at) for j in jobs],
+                },
+            )
+        return Inserted(job_ids=tuple(ids))
+
+    async def claim(
+        self, job_ids: Sequence[str], *, owner: str, now: float, lease_until: float
+    ) -> list[Job]:
+        ids = _valid_ids(job_ids)
+        if not ids:
+            return []
+        rows = await self._rows(
+            "claim",
+            {
+                "ids": ids,
+                "owner": owner,
+                "now": _ts(now),
+                "lease_until": _ts(lease_until),
+                "sources": _src(Trigger.CLAIM),
+            },
+        )
+        return [_job(r) for r in rows]
+
+    async def settle(self, changes: Sequence[Change], *, now: float) -> list[Job | None]:
+        groups: dict[type, list[Any]] = {}
+        for change in changes:
+            groups.setdefault(type(change), []).append(change)
+        applied: dict[tuple[str, type], Job] = {}
+        ts = _ts(now)
+        async with self._tx() as conn:
+            for kind, batch in groups.items():
+                name, params = _settle_params(kind, batch)
+                cur = await conn.execute(self._sql[name], {"now": ts, **params})
+                for row in await cur.fetchall():
+                    applied[(str(row["id"]), kind)] = _job(row)
+        return [applied.get((c.job_id, type(c))) for c in changes]
+
+    async def promote_due(self, *, now: float, limit: int) -> list[Job]:
+        rows = await self._rows("promote_due", {"now": _ts(now), "limit": limit})
+        return [_job(r) for r in rows]
+
+    async def cancel(self, job_id: str, *, now: float) -> Job:
+        if not _valid_ids([job_id]):
+            raise JobNotFound(f"job {job_id!r} not found", job_id=job_id)
+        async with self._tx() as conn:
+            cur = await conn.execute(self._sql["lock_job"], {"id": job_id})
+            row = await cur.fetchone()
+            if row is None:
+                raise JobNotFound(f"job {job_id!r} not found", job_id=job_id)
+            status = JobStatus(row["status"])
+            transition(status, Trigger.CANCEL)  # raises InvalidTransition for terminal jobs
+            name = "request_cancel" if status is JobStatus.IN_PROGRESS else "cancel_now"
+            cur = await conn.execute(self._sql[name], {"id": job_id, "now": _ts(now)})
+            updated = await cur.fetchone()
+            assert updated is not None
+            return _job(updated)
+
+    async def replay(self, job_ids: Sequence[str], *, now: float) -> list[Job]:
+        ids = _valid_ids(job_ids)
+        if not ids:
+            return []
+        rows = await self._rows(
+            "replay", {"ids": ids, "now": _ts(now), "sources": _src(Trigger.REPLAY)}
+        )
+        return [_job(r) for r in rows]
+
+    async def recover_expired(self, *, now: float, limit: int) -> Recovered:
+        rows = await self._rows(
+            "recover_expired", {"now": _ts(now), "limit": limit, "error": _error_json(WORKER_LOST)}
+        )
+        jobs = [_job(r) for r in rows]
+        return Recovered(
+            requeued=tuple(j for j in jobs if j.status is JobStatus.PENDING),
+            buried=tuple(j for j in jobs if j.status is JobStatus.FAILED),
+        )
+
+    async def purge(
+        self, *, now: float, completed_before: float, failed_before: float, limit: int
+    ) -> list[str]:
+        async with self._tx() as conn:
+            cur = await conn.execute(
+                self._sql["purge_jobs"],
+                {
+                    "completed_before": _ts(completed_before),
+                    "failed_before": _ts(failed_before),
+                    "limit": limit,
+                },
+            )
+            ids = [r["id"] for r in await cur.fetchall()]
+            await conn.execute(self._sql["purge_keys"], {"now": _ts(now), "limit": limit})
+        return ids
+
+    # ------------------------------------------------------------ reads
+
+    async def get(self, job_id: str) -> Job:
+        if _valid_ids([job_id]):
+            rows = await self._rows("get", {"id": job_id})
+            if rows:
+                return _job(rows[0])
+        raise JobNotFound(f"job {job_id!r} not found", job_id=job_id)
+
+    async def list(self, query: JobQuery) -> list[Job]:
+        before_at, before_id = query.before if query.before else (None, None)
+        rows = await self._rows(
+            "list_jobs",
+            {
+                "status": query.status.value if query.status else None,
+                "task": query.task,
+                "queue": query.queue,
+                "before_at": _ts(before_at),
+                "before_id": before_id,
+                "limit": query.limit,
+                "offset": query.offset,
+            },
+            prepare=False,  # plan with the real values, so each filter uses its index
+        )
+        return [_job(r) for r in rows]
+
+    async def counts(self) -> Mapping[JobStatus, int]:
+        counts = dict.fromkeys(JobStatus, 0)
+        for row in await self._rows("counts", {}):
+            counts[JobStatus(row["status"])] = row["n"]
+        return counts
+
+    async def next_run_at(self) -> float | None:
+        rows = await self._rows("next_run_at", {})
+        return _epoch(rows[0]["run_at"]) if rows else None
+
+    async def check(self) -> None:
+        await self._rows("check", {})
+
+
+def _src(trigger: Trigger) -> list[str]:
+    return sorted(s.value for s in sources(trigger))
+
+
+def _settle_params(kind: type, batch: list[Any]) -> tuple[str, dict[str, Any]]:
+    ids = [c.job_id for c in batch]
+    attempts = [c.attempt for c in batch]
+    base: dict[str, Any] = {"ids": ids, "attempts": attempts}
+    if kind is Complete:
+        return "complete", {
+            **base,
+            "results": [json.dumps(c.result) for c in batch],
+            "sources": _src(Trigger.SUCCEED),
+        }
+    if kind is Reschedule:
+        return "reschedule", {
+            **base,
+            "run_ats": [_ts(c.run_at) for c in batch],
+            "errors": [_error_json(c.error) for c in batch],
+            "sources": _src(Trigger.RETRY),
+        }
+    if kind is Bury:
+        return "bury", {
+            **base,
+            "errors": [_error_json(c.error) for c in batch],
+            "sources": _src(Trigger.DEAD_LETTER),
+        }
+    if kind is MarkCancelled:
+        return "mark_cancelled", {**base, "sources": _src(Trigger.CANCEL)}
+    if kind is Release:
+        return "release", {**base, "sources": _src(Trigger.RELEASE)}
+    if kind is Progress:
+        return "progress", {
+            **base,
+            "percents": [c.percent for c in batch],
+            "messages": [c.message for c in batch],
+        }
+    if kind is Renew:
+        return "renew", {**base, "untils": [_ts(c.until) for c in batch]}
+    raise TypeError(f"unknown change {kind.__name__}")
