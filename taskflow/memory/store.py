@@ -278,7 +278,7 @@ class MemoryJobStore:
         self, *, now: float, completed_before: float, failed_before: float, limit: int
     ) -> list[str]:
         self.writes["purge"] += 1
-        doomed = []
+        doomed: list[str] = []
         for job in self._jobs.values():
             if job.status not in TERMINAL or job.finished_at is None:
                 continue

