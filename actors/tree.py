@@ -15,7 +15,7 @@ executors drain within the grace period, then stops the retrier, DLQ keeper and 
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -64,9 +64,10 @@ class TreeConfig:
     seed: int | None = None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class Tree:
-    supervisor: Supervisor
+    """Handles to the running actors (for the Runtime facade and the web layer)."""
+
     ingest: Ingest
     dispatcher: Dispatcher
     pool: ExecutorPool
@@ -74,10 +75,19 @@ class Tree:
     dlq: DlqKeeper
     reaper: Reaper
     metrics: MetricsCollector
+    supervisor: Supervisor = field(init=False)
+    force_stop: Callable[[], None] = field(init=False)
+    """Cancel every actor now (a second Ctrl-C): running attempts are released, not lost."""
+
+
+EdgeChildren = Callable[[Tree], Sequence[ChildSpec]]
+"""Children started after the core and stopped before it (the web server)."""
 
 
 @asynccontextmanager
-async def open_tree(registry: TaskRegistry, res: Resources, cfg: TreeConfig) -> AsyncIterator[Tree]:
+async def open_tree(
+    registry: TaskRegistry, res: Resources, cfg: TreeConfig, *, edge: EdgeChildren | None = None
+) -> AsyncIterator[Tree]:
     """Run the tree until the block exits; then stop it gracefully (reverse start order)."""
     submissions_send, submissions = anyio.create_memory_object_stream[Submission](64)
     runs_send, runs = anyio.create_memory_object_stream[RunJob](0)
@@ -182,9 +192,7 @@ async def open_tree(registry: TaskRegistry, res: Resources, cfg: TreeConfig) -> 
             ChildSpec(id="reaper", run=reaper.run),
             ChildSpec(id="ingest", run=ingest.run, stop=ingest.stop, grace=cfg.shutdown_grace),
         ]
-        supervisor = Supervisor(children, policy=cfg.restart, name="taskflow")
         tree = Tree(
-            supervisor=supervisor,
             ingest=ingest,
             dispatcher=dispatcher,
             pool=pool,
@@ -193,7 +201,10 @@ async def open_tree(registry: TaskRegistry, res: Resources, cfg: TreeConfig) -> 
             reaper=reaper,
             metrics=metrics,
         )
+        children += edge(tree) if edge else ()
+        supervisor = tree.supervisor = Supervisor(children, policy=cfg.restart, name="taskflow")
         async with anyio.create_task_group() as tg:
+            tree.force_stop = tg.cancel_scope.cancel
             await tg.start(supervisor.run)
             try:
                 yield tree

@@ -6,8 +6,12 @@ This is the one module in ``taskflow/`` that imports ``actors/``.
 from __future__ import annotations
 
 import hashlib
+import importlib
+import os
+import signal
+import socket
 from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -15,13 +19,20 @@ import msgspec
 
 from actors.metrics import MetricsSnapshot
 from actors.tree import Resources, Tree, TreeConfig, open_tree
-from taskflow.clock import AnyioClock
+from taskflow.clock import AnyioClock, WallClock
+from taskflow.config import Settings
+from taskflow.demo import demo_registry
+from taskflow.errors import ConfigError
+from taskflow.files import FileLogStore
 from taskflow.jobs import ACTIVE, TERMINAL, Job, JobStatus
+from taskflow.log import get_logger
 from taskflow.memory import MemoryEventBus, MemoryJobStore, MemoryLogStore, MemoryTransport
-from taskflow.messages import CancelRequested, JobCancelled, NewJob, SubmitJobs
+from taskflow.messages import CancelRequested, JobCancelled, JobMessage, NewJob, SubmitJobs
 from taskflow.ports import JobQuery
 from taskflow.registry import TaskRegistry
-from taskflow.supervisor import RestartPolicy
+from taskflow.supervisor import ChildSpec, RestartPolicy
+
+log = get_logger("taskflow.main")
 
 
 def request_hash(jobs: Sequence[NewJob]) -> str:
@@ -208,3 +219,138 @@ async def embedded(
     )
     async with open_tree(registry, resources, config) as tree:
         yield EmbeddedTaskFlow(tree, resources, store)
+
+
+# ---------------------------------------------------------------- the service
+
+
+def load_registry(modules: Sequence[str]) -> TaskRegistry:
+    """The built-in demo tasks plus every ``registry`` of the ``TASKFLOW_TASKS`` modules.
+
+    Raises ``ConfigError`` for a module that cannot be imported or has no ``registry``, and
+    ``DuplicateTask`` when two define the same task name (never a silent override).
+    """
+    registry = demo_registry()
+    for name in modules:
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:
+            raise ConfigError(f"TASKFLOW_TASKS: cannot import {name!r}: {exc}") from exc
+        found = getattr(module, "registry", None)
+        if not isinstance(found, TaskRegistry):
+            raise ConfigError(
+                f"TASKFLOW_TASKS: {name!r} has no module-level `registry = TaskRegistry()`"
+            )
+        registry.merge(found)
+    return registry
+
+
+@asynccontextmanager
+async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
+    """The adapters for one process: PostgreSQL (embedded unless ``TASKFLOW_DATABASE_URL``),
+    migrated under yoyo's lock; the in-memory transport and event bus; local log files."""
+    from taskflow.postgres import migrate, open_embedded_server, open_store
+
+    async with AsyncExitStack() as stack:
+        url: str = (
+            str(settings.database_url)
+            if settings.database_url
+            else await stack.enter_async_context(open_embedded_server(settings.home))
+        )
+        applied = await anyio.to_thread.run_sync(migrate, str(url))
+        if applied:
+            log.info("migrations_applied", migrations=applied)
+        store = await stack.enter_async_context(open_store(str(url)))
+        yield Resources(
+            store=store,
+            queries=store,
+            transport=MemoryTransport(),
+            events=MemoryEventBus(),
+            logs=FileLogStore(settings.home / "logs"),
+            clock=WallClock(),
+        )
+
+
+async def recover_on_start(res: Resources, *, batch: int = 1000) -> tuple[int, int]:
+    """One process on the in-memory transport owns every job: jobs left ``in_progress`` by a
+    previous run are orphans (requeued, the lost attempt counted, or dead-lettered when it was
+    the last), and every ``pending`` job is published again. Returns (recovered, published)."""
+    far_future = res.clock.now() + 100 * 365 * 86400.0
+    recovered = 0
+    while True:
+        swept = await res.store.recover_expired(now=far_future, limit=batch)
+        recovered += len(swept.requeued) + len(swept.buried)
+        if len(swept.requeued) + len(swept.buried) < batch:
+            break
+    published = 0
+    before: tuple[float, str] | None = None
+    while True:
+        page = await res.queries.list(
+            JobQuery(status=JobStatus.PENDING, limit=batch, before=before)
+        )
+        if not page:
+            break
+        await res.transport.publish(
+            [JobMessage(job_id=j.id, task=j.task, queue=j.queue, priority=j.priority) for j in page]
+        )
+        published += len(page)
+        before = (page[-1].created_at, page[-1].id)
+    if recovered or published:
+        log.info("recovered_on_start", recovered=recovered, published=published)
+    return recovered, published
+
+
+def tree_config(settings: Settings) -> TreeConfig:
+    return TreeConfig(
+        concurrency=settings.concurrency,
+        queues=settings.queues,
+        owner=f"{socket.gethostname()}:{os.getpid()}",
+        lease=settings.lease_seconds,
+        shutdown_grace=settings.shutdown_grace_seconds,
+        promote_interval=settings.promote_interval_seconds,
+        reaper_interval=settings.reaper_interval_seconds,
+        retention_completed=settings.retention_completed,
+        retention_failed=settings.retention_failed,
+        idempotency_ttl=settings.idempotency_ttl,
+    )
+
+
+async def serve(settings: Settings) -> None:
+    """``taskflow up``: the whole tree plus the web server in one process, until SIGINT or
+    SIGTERM. The first signal stops gracefully (intake closes, running jobs finish within the
+    grace period); a second one cancels what still runs (those jobs are released, not lost)."""
+    from web.app import create_app
+    from web.server import WebServer
+
+    registry = load_registry(settings.tasks)
+    stop = anyio.Event()
+    forced: list[Tree] = []
+
+    def edge(tree: Tree) -> list[ChildSpec]:
+        forced.append(tree)
+        server = WebServer(
+            app=create_app(Runtime(tree, resources), settings),
+            host=settings.host,
+            port=settings.port,
+        )
+        return [ChildSpec(id="web", run=server.run, stop=server.stop, grace=10.0)]
+
+    async def watch_signals() -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                if not stop.is_set():
+                    log.info("shutdown_requested", signal=signal.Signals(signum).name)
+                    stop.set()
+                elif forced:
+                    log.warning("shutdown_forced", signal=signal.Signals(signum).name)
+                    forced[0].force_stop()
+                    return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch_signals)
+        async with open_resources(settings) as resources:
+            await recover_on_start(resources)
+            async with open_tree(registry, resources, tree_config(settings), edge=edge):
+                log.info("taskflow_up", host=settings.host, port=settings.port)
+                await stop.wait()
+        tg.cancel_scope.cancel()

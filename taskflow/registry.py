@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from taskflow.errors import DuplicateTask, UnknownTask
 from taskflow.retry import RetryPolicy
@@ -54,9 +54,14 @@ class TaskRegistry:
     def __init__(self) -> None:
         self._tasks: dict[str, TaskSpec] = {}
 
+    @overload
+    def task(self, fn: F, /) -> F: ...
+
+    @overload
     def task(
         self,
-        fn: F | None = None,
+        fn: None = None,
+        /,
         *,
         name: str | None = None,
         max_attempts: int | None = None,
@@ -65,7 +70,21 @@ class TaskRegistry:
         non_retryable: tuple[type[BaseException] | str, ...] = (),
         queue: str = "default",
         priority: int = 0,
-    ) -> Any:
+    ) -> Callable[[F], F]: ...
+
+    def task(
+        self,
+        fn: F | None = None,
+        /,
+        *,
+        name: str | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        non_retryable: tuple[type[BaseException] | str, ...] = (),
+        queue: str = "default",
+        priority: int = 0,
+    ) -> F | Callable[[F], F]:
         """Register a task; usable as ``@registry.task`` or ``@registry.task(name=...)``."""
 
         def register(f: F) -> F:

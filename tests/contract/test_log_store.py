@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
+from taskflow.files import FileLogStore
 from taskflow.memory import MemoryLogStore
 from taskflow.ports.logs import LogStore
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture(params=["memory"])
-async def logs(request: pytest.FixtureRequest) -> AsyncIterator[LogStore]:
+@pytest.fixture(params=["memory", "files"])
+async def logs(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[LogStore]:
     """One log store per test, for each adapter.
 
     Later adapters plug in here: add their name to ``params`` and a ``case`` that opens the
@@ -25,6 +27,8 @@ async def logs(request: pytest.FixtureRequest) -> AsyncIterator[LogStore]:
     match request.param:
         case "memory":
             yield MemoryLogStore()
+        case "files":
+            yield FileLogStore(tmp_path / "logs")
         case other:
             raise AssertionError(f"no LogStore adapter named {other!r}")
 

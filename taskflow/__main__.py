@@ -1,0 +1,77 @@
+"""The ``taskflow`` command: ``taskflow up``, ``taskflow migrate``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from collections.abc import Sequence
+
+import anyio
+
+from taskflow.config import Settings
+from taskflow.errors import TaskflowError
+from taskflow.log import configure, get_logger
+
+log = get_logger("taskflow.cli")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="taskflow", description="TaskFlow job orchestrator")
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="run everything in one process (web + all actors)")
+    up.add_argument("--host", help="bind address (default TASKFLOW_HOST or 127.0.0.1)")
+    up.add_argument("--port", type=int, help="port (default TASKFLOW_PORT or 8000)")
+    up.add_argument("--concurrency", type=int, help="executors (default TASKFLOW_CONCURRENCY)")
+    mig = sub.add_parser("migrate", help="apply pending database migrations")
+    mig.add_argument("--rollback", type=int, metavar="N", help="roll back the last N instead")
+    mig.add_argument("--list", action="store_true", help="list applied migrations")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        overrides = {
+            k: v
+            for k in ("host", "port", "concurrency")
+            if (v := getattr(args, k, None)) is not None
+        }
+        settings = dataclasses.replace(settings, **overrides)
+        settings.validate()
+        configure(settings.log_level, json=settings.log_json)
+        if args.command == "up":
+            from taskflow.main import serve
+
+            anyio.run(serve, settings, backend="asyncio")
+        elif args.command == "migrate":
+            return migrate_command(settings, rollback=args.rollback, show=args.list)
+    except TaskflowError as exc:
+        print(f"taskflow: {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def migrate_command(settings: Settings, *, rollback: int | None, show: bool) -> int:
+    from contextlib import ExitStack
+
+    from taskflow.postgres import embedded_server
+    from taskflow.postgres.migrate import applied, migrate
+    from taskflow.postgres.migrate import rollback as roll_back
+
+    with ExitStack() as stack:
+        url = str(settings.database_url or stack.enter_context(embedded_server(settings.home)))
+        if show:
+            print("\n".join(applied(url)))
+        elif rollback:
+            print("rolled back:", ", ".join(roll_back(url, rollback)) or "nothing")
+        else:
+            print("applied:", ", ".join(migrate(url)) or "nothing (up to date)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
