@@ -9,9 +9,10 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from actors.outbox import publish_jobs
 from taskflow.clock import Clock
 from taskflow.jobs import Job, JobStatus
-from taskflow.messages import DeadLetterJob, JobDeadLettered, JobMessage, JobReplayed
+from taskflow.messages import DeadLetterJob, JobDeadLettered, JobReplayed
 from taskflow.ports import Bury, EventBus, JobQueries, JobQuery, JobStore, Transport
 
 
@@ -88,12 +89,7 @@ class DlqKeeper:
         now = self.clock.now()
         jobs = await self.store.replay(job_ids, now=now)
         if jobs:
-            await self.transport.publish(
-                [
-                    JobMessage(job_id=j.id, task=j.task, queue=j.queue, priority=j.priority)
-                    for j in jobs
-                ]
-            )
+            await publish_jobs(self.transport, self.store, jobs)
             await self.events.publish(
                 [JobReplayed(job_id=j.id, replay_count=j.replay_count, at=now) for j in jobs]
             )

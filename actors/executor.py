@@ -149,6 +149,12 @@ class ExecutorPool:
                 except anyio.EndOfStream:
                     return
                 self._inflight += 1
+                if self._stop is not None and self._stop.is_set():
+                    # Stopping: take no new work; give the job back without burning the attempt.
+                    with anyio.CancelScope(shield=True):
+                        await self._release(run)
+                    self._check_idle()
+                    continue
                 try:
                     outcome = await self._execute(run, limiter)
                 except anyio.get_cancelled_exc_class():
@@ -188,9 +194,16 @@ class ExecutorPool:
         running = _Running(job=job, scope=anyio.CancelScope(), ctx=ctx)
         self._running[job.id] = running
         if job.cancel_requested or job.id in self._cancel_early:
+            # Cancelled before it started: the task is never called.
             self._cancel_early.discard(job.id)
-            running.reason = "cancelled"
-            running.scope.cancel()
+            del self._running[job.id]
+            return JobCancelled(
+                job_id=job.id,
+                task=job.task,
+                attempt=job.attempts,
+                at=self.clock.now(),
+                delivery_tag=run.delivery_tag,
+            )
         result: Any = None
         try:
             with running.scope, anyio.move_on_after(job.timeout or float("inf")) as deadline:

@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import TaskStatus
 
+from actors.outbox import publish_jobs
 from taskflow.clock import Clock
 from taskflow.log import get_logger
-from taskflow.messages import JobDeadLettered, JobMessage
+from taskflow.messages import JobDeadLettered
 from taskflow.ports import EventBus, JobStore, LogStore, Transport
 
 log = get_logger("taskflow.reaper")
@@ -21,6 +22,7 @@ class ReaperStats:
     buried: int
     purged: int
     sweeps: int
+    republished: int
 
 
 @dataclass(kw_only=True)
@@ -41,8 +43,16 @@ class Reaper:
     retention_completed: float = 7 * 86400.0
     retention_failed: float = 30 * 86400.0
     batch: int = 1000
+    outbox_grace: float = 5.0
     _stats: dict[str, int] = field(
-        default_factory=lambda: {"recovered": 0, "buried": 0, "purged": 0, "sweeps": 0}, init=False
+        default_factory=lambda: {
+            "recovered": 0,
+            "buried": 0,
+            "purged": 0,
+            "sweeps": 0,
+            "republished": 0,
+        },
+        init=False,
     )
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -58,13 +68,15 @@ class Reaper:
         now = self.clock.now()
         recovered = await self.store.recover_expired(now=now, limit=self.batch)
         if recovered.requeued:
-            await self.transport.publish(
-                [
-                    JobMessage(job_id=j.id, task=j.task, queue=j.queue, priority=j.priority)
-                    for j in recovered.requeued
-                ]
-            )
+            await publish_jobs(self.transport, self.store, recovered.requeued)
             log.warning("leases_recovered", jobs=len(recovered.requeued))
+        # The outbox: pending rows never confirmed by the transport (a crash or a transport
+        # failure between commit and publish), left alone for ``outbox_grace`` seconds so a
+        # publish in flight is not duplicated needlessly.
+        lost = await self.store.unpublished(before=now - self.outbox_grace, limit=self.batch)
+        if lost:
+            await publish_jobs(self.transport, self.store, lost)
+            log.warning("outbox_republished", jobs=len(lost))
         if recovered.buried:
             await self.events.publish(
                 [
@@ -86,4 +98,5 @@ class Reaper:
         self._stats["recovered"] += len(recovered.requeued)
         self._stats["buried"] += len(recovered.buried)
         self._stats["purged"] += len(purged)
+        self._stats["republished"] += len(lost)
         self._stats["sweeps"] += 1

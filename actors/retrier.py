@@ -9,10 +9,11 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from actors.outbox import publish_jobs
 from taskflow.clock import Clock
 from taskflow.errors import UnknownTask
 from taskflow.log import get_logger
-from taskflow.messages import DeadLetterJob, JobFailed, JobMessage, JobScheduled, JobSubmitted
+from taskflow.messages import DeadLetterJob, JobFailed, JobScheduled, JobSubmitted
 from taskflow.ports import EventBus, JobQueries, JobStore, Reschedule, Transport
 from taskflow.registry import TaskRegistry
 from taskflow.retry import GiveUp, RetryAfter, RetryPolicy
@@ -166,12 +167,6 @@ class Retrier:
     async def promote_due(self) -> int:
         """Move due scheduled jobs to pending and publish them; returns how many."""
         jobs = await self.store.promote_due(now=self.clock.now(), limit=self.promote_batch)
-        if jobs:
-            await self.transport.publish(
-                [
-                    JobMessage(job_id=j.id, task=j.task, queue=j.queue, priority=j.priority)
-                    for j in jobs
-                ]
-            )
-            self._stats["promoted"] += len(jobs)
+        await publish_jobs(self.transport, self.store, jobs)
+        self._stats["promoted"] += len(jobs)
         return len(jobs)

@@ -21,6 +21,7 @@ CREATE TABLE taskflow_jobs (
     progress_message text,
     idempotency_key  text,
     cancel_requested boolean NOT NULL DEFAULT false,
+    published        boolean NOT NULL DEFAULT false,
     replay_count     integer NOT NULL DEFAULT 0,
     original_error   jsonb,
     created_at       timestamptz NOT NULL,
@@ -38,6 +39,9 @@ CREATE INDEX taskflow_jobs_queue_created ON taskflow_jobs (queue, created_at DES
 CREATE INDEX taskflow_jobs_due ON taskflow_jobs (run_at) WHERE status = 'scheduled';
 -- The reaper's lease sweep.
 CREATE INDEX taskflow_jobs_leases ON taskflow_jobs (lease_expires_at) WHERE status = 'in_progress';
+-- The outbox sweep: pending jobs whose publish was never confirmed.
+CREATE INDEX taskflow_jobs_unpublished ON taskflow_jobs (updated_at)
+    WHERE status = 'pending' AND NOT published;
 -- Retention purge of terminal jobs.
 CREATE INDEX taskflow_jobs_finished ON taskflow_jobs (finished_at)
     WHERE status IN ('completed', 'failed', 'cancelled');

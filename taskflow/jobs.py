@@ -121,6 +121,8 @@ class Job:
     lease_owner: str | None = None
     lease_expires_at: float | None = None
     cancel_requested: bool = False
+    published: bool = False
+    """Outbox marker: the transport confirmed the message of this pending job."""
     replay_count: int = 0
     original_error: JobError | None = None
 

@@ -18,6 +18,7 @@ import anyio
 import msgspec
 
 from actors.metrics import MetricsSnapshot
+from actors.outbox import publish_jobs
 from actors.tree import Resources, Tree, TreeConfig, open_tree
 from taskflow.clock import AnyioClock, WallClock
 from taskflow.config import Settings
@@ -27,7 +28,7 @@ from taskflow.files import FileLogStore
 from taskflow.jobs import ACTIVE, TERMINAL, Job, JobStatus
 from taskflow.log import get_logger
 from taskflow.memory import MemoryEventBus, MemoryJobStore, MemoryLogStore, MemoryTransport
-from taskflow.messages import CancelRequested, JobCancelled, JobMessage, NewJob, SubmitJobs
+from taskflow.messages import CancelRequested, JobCancelled, NewJob, SubmitJobs
 from taskflow.ports import JobQuery
 from taskflow.registry import TaskRegistry
 from taskflow.supervisor import ChildSpec, RestartPolicy
@@ -182,6 +183,15 @@ class EmbeddedTaskFlow(Runtime):
 
 
 @asynccontextmanager
+async def open_runtime(
+    registry: TaskRegistry, resources: Resources, config: TreeConfig
+) -> AsyncIterator[Runtime]:
+    """The tree on any adapters, with the handle callers use; stops gracefully on exit."""
+    async with open_tree(registry, resources, config) as tree:
+        yield Runtime(tree, resources)
+
+
+@asynccontextmanager
 async def embedded(
     registry: TaskRegistry,
     concurrency: int = 8,
@@ -217,8 +227,8 @@ async def embedded(
         restart=restart or RestartPolicy(),
         seed=seed,
     )
-    async with open_tree(registry, resources, config) as tree:
-        yield EmbeddedTaskFlow(tree, resources, store)
+    async with open_runtime(registry, resources, config) as runtime:
+        yield EmbeddedTaskFlow(runtime.tree, resources, store)
 
 
 # ---------------------------------------------------------------- the service
@@ -290,9 +300,7 @@ async def recover_on_start(res: Resources, *, batch: int = 1000) -> tuple[int, i
         )
         if not page:
             break
-        await res.transport.publish(
-            [JobMessage(job_id=j.id, task=j.task, queue=j.queue, priority=j.priority) for j in page]
-        )
+        await publish_jobs(res.transport, res.store, page)
         published += len(page)
         before = (page[-1].created_at, page[-1].id)
     if recovered or published:

@@ -91,7 +91,7 @@ class MemoryJobStore:
                 request_hash, tuple(j.id for j in jobs), key_expires_at
             )
         for job in jobs:
-            self._jobs[job.id] = job
+            self._jobs[job.id] = replace(job, published=False)
         return Inserted(job_ids=tuple(j.id for j in jobs))
 
     async def claim(
@@ -175,6 +175,7 @@ class MemoryJobStore:
                 new = replace(
                     job,
                     status=JobStatus.PENDING,
+                    published=False,
                     attempts=job.attempts - 1,
                     lease_owner=None,
                     lease_expires_at=None,
@@ -199,7 +200,9 @@ class MemoryJobStore:
         )[:limit]
         promoted = []
         for job in due:
-            new = replace(job, status=transition(job.status, Trigger.PROMOTE), updated_at=now)
+            new = replace(
+                job, status=transition(job.status, Trigger.PROMOTE), published=False, updated_at=now
+            )
             self._jobs[job.id] = new
             promoted.append(new)
         return promoted
@@ -226,6 +229,8 @@ class MemoryJobStore:
                 job,
                 status=transition(job.status, Trigger.REPLAY),
                 attempts=0,
+                published=False,
+                cancel_requested=False,
                 replay_count=job.replay_count + 1,
                 original_error=job.original_error or job.error,
                 error=None,
@@ -240,20 +245,23 @@ class MemoryJobStore:
 
     async def recover_expired(self, *, now: float, limit: int) -> Recovered:
         self.writes["recover_expired"] += 1
-        expired = [
-            j
-            for j in self._jobs.values()
-            if j.status is JobStatus.IN_PROGRESS
-            and j.lease_expires_at is not None
-            and j.lease_expires_at < now
-        ][:limit]
+        expired = sorted(
+            (
+                j
+                for j in self._jobs.values()
+                if j.status is JobStatus.IN_PROGRESS
+                and j.lease_expires_at is not None
+                and j.lease_expires_at < now
+            ),
+            key=lambda j: j.lease_expires_at or 0.0,
+        )[:limit]
         requeued, buried = [], []
         for job in expired:
             if job.attempts >= job.max_attempts:
                 new = replace(
                     job,
                     status=transition(job.status, Trigger.DEAD_LETTER),
-                    error=WORKER_LOST,
+                    error=replace(WORKER_LOST, reason="max_attempts_exceeded"),
                     finished_at=now,
                     lease_owner=None,
                     lease_expires_at=None,
@@ -265,6 +273,7 @@ class MemoryJobStore:
                 new = replace(
                     job,
                     status=JobStatus.PENDING,
+                    published=False,
                     error=WORKER_LOST,
                     lease_owner=None,
                     lease_expires_at=None,
@@ -273,6 +282,21 @@ class MemoryJobStore:
                 requeued.append(new)
             self._jobs[job.id] = new
         return Recovered(requeued=tuple(requeued), buried=tuple(buried))
+
+    async def mark_published(self, job_ids: Sequence[str]) -> None:
+        self.writes["mark_published"] += 1
+        for job_id in job_ids:
+            job = self._jobs.get(job_id)
+            if job is not None and job.status is JobStatus.PENDING:
+                self._jobs[job_id] = replace(job, published=True)
+
+    async def unpublished(self, *, before: float, limit: int) -> list[Job]:
+        rows = [
+            j
+            for j in self._jobs.values()
+            if j.status is JobStatus.PENDING and not j.published and j.updated_at < before
+        ]
+        return sorted(rows, key=lambda j: j.updated_at)[:limit]
 
     async def purge(
         self, *, now: float, completed_before: float, failed_before: float, limit: int

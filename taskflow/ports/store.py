@@ -144,6 +144,15 @@ class JobStore(Protocol):
         """Jobs whose lease expired: requeued (an attempt counted, ``worker_lost``) or buried."""
         ...
 
+    async def mark_published(self, job_ids: Sequence[str]) -> None:
+        """The transport confirmed these pending jobs' messages (the outbox marker)."""
+        ...
+
+    async def unpublished(self, *, before: float, limit: int) -> list[Job]:
+        """Pending jobs not confirmed by the transport and unchanged since ``before``:
+        what a crash between commit and publish left behind (oldest first)."""
+        ...
+
     async def purge(
         self, *, now: float, completed_before: float, failed_before: float, limit: int
     ) -> list[str]:

@@ -70,7 +70,7 @@ RETURNING j.*
 
 -- name: release
 UPDATE taskflow_jobs AS j
-SET status = 'pending', attempts = j.attempts - 1, updated_at = %(now)s,
+SET status = 'pending', attempts = j.attempts - 1, published = false, updated_at = %(now)s,
     lease_owner = NULL, lease_expires_at = NULL
 FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[]) AS c(id, attempt)
 WHERE j.id = c.id AND j.attempts = c.attempt AND j.status = ANY(%(sources)s)
@@ -94,7 +94,7 @@ RETURNING j.*
 
 -- name: promote_due
 UPDATE taskflow_jobs
-SET status = 'pending', updated_at = %(now)s
+SET status = 'pending', published = false, updated_at = %(now)s
 WHERE id IN (SELECT id FROM taskflow_jobs
              WHERE status = 'scheduled' AND run_at <= %(now)s
              ORDER BY run_at, created_at
@@ -115,7 +115,8 @@ WHERE id = %(id)s RETURNING *
 
 -- name: replay
 UPDATE taskflow_jobs
-SET status = 'pending', attempts = 0, replay_count = replay_count + 1,
+SET status = 'pending', attempts = 0, replay_count = replay_count + 1, published = false,
+    cancel_requested = false,
     original_error = COALESCE(original_error, error), error = NULL, result = NULL,
     finished_at = NULL, run_at = NULL, updated_at = %(now)s
 WHERE id = ANY(%(ids)s::uuid[]) AND status = ANY(%(sources)s)
@@ -131,12 +132,25 @@ WITH expired AS (
 )
 UPDATE taskflow_jobs AS j
 SET status = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'pending' END,
-    error = %(error)s::jsonb,
+    error = CASE WHEN j.attempts >= j.max_attempts
+                 THEN %(error)s::jsonb || '{"reason": "max_attempts_exceeded"}'::jsonb
+                 ELSE %(error)s::jsonb END,
+    published = false,
     finished_at = CASE WHEN j.attempts >= j.max_attempts THEN %(now)s ELSE NULL END,
     lease_owner = NULL, lease_expires_at = NULL, updated_at = %(now)s
 FROM expired
 WHERE j.id = expired.id
 RETURNING j.*
+
+-- name: mark_published
+UPDATE taskflow_jobs SET published = true
+WHERE id = ANY(%(ids)s::uuid[]) AND status = 'pending'
+
+-- name: unpublished
+SELECT * FROM taskflow_jobs
+WHERE status = 'pending' AND NOT published AND updated_at < %(before)s
+ORDER BY updated_at
+LIMIT %(limit)s
 
 -- name: purge_jobs
 DELETE FROM taskflow_jobs

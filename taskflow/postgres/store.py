@@ -92,6 +92,7 @@ def _job(row: Row) -> Job:
         lease_owner=row["lease_owner"],
         lease_expires_at=_epoch(row["lease_expires_at"]),
         cancel_requested=row["cancel_requested"],
+        published=row["published"],
         replay_count=row["replay_count"],
         original_error=_error(row["original_error"]),
     )
@@ -265,6 +266,15 @@ class PostgresJobStore:
             requeued=tuple(j for j in jobs if j.status is JobStatus.PENDING),
             buried=tuple(j for j in jobs if j.status is JobStatus.FAILED),
         )
+
+    async def mark_published(self, job_ids: Sequence[str]) -> None:
+        ids = _valid_ids(job_ids)
+        if ids:
+            await self._rows("mark_published", {"ids": ids})
+
+    async def unpublished(self, *, before: float, limit: int) -> list[Job]:
+        rows = await self._rows("unpublished", {"before": _ts(before), "limit": limit})
+        return [_job(r) for r in rows]
 
     async def purge(
         self, *, now: float, completed_before: float, failed_before: float, limit: int

@@ -1,0 +1,591 @@
+"""Executor pool alone: outcomes, timeouts, threads, progress, cancel, concurrency, fencing.
+
+Real time only: several tests run sync tasks in worker threads, which a MockClock would
+autojump past.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import anyio
+import anyio.lowlevel
+import pytest
+from anyio.abc import ObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from actors.executor import ExecutorPool
+from taskflow.clock import AnyioClock
+from taskflow.codec import decode
+from taskflow.context import JobContext
+from taskflow.errors import Retry
+from taskflow.jobs import Job, JobStatus
+from taskflow.memory import MemoryEventBus, MemoryJobStore, MemoryLogStore, MemoryTransport
+from taskflow.messages import (
+    Event,
+    JobCancelled,
+    JobFailed,
+    JobMessage,
+    JobProgressed,
+    JobSucceeded,
+    RunJob,
+)
+from taskflow.ports import Deliveries
+from taskflow.registry import TaskRegistry
+
+pytestmark = pytest.mark.anyio
+
+E = TypeVar("E")
+
+
+@dataclass(kw_only=True)
+class Harness:
+    pool: ExecutorPool
+    store: MemoryJobStore
+    transport: MemoryTransport
+    bus: MemoryEventBus
+    logs: MemoryLogStore
+    clock: AnyioClock
+    deliveries: Deliveries
+    runs: MemoryObjectSendStream[RunJob]
+    failures: MemoryObjectReceiveStream[JobFailed]
+    stopped: anyio.Event
+
+
+@asynccontextmanager
+async def running_pool(
+    registry: TaskRegistry,
+    *,
+    concurrency: int = 3,
+    lease: float = 15.0,
+    progress_interval: float = 0.25,
+) -> AsyncIterator[Harness]:
+    store, transport, bus, logs, clock = (
+        MemoryJobStore(),
+        MemoryTransport(),
+        MemoryEventBus(),
+        MemoryLogStore(),
+        AnyioClock(),
+    )
+    runs_send, runs = anyio.create_memory_object_stream[RunJob](0)
+    failures_send, failures = anyio.create_memory_object_stream[JobFailed](64)
+    async with (
+        runs_send,
+        runs,
+        failures_send,
+        failures,
+        transport.consume(["default"], prefetch=64) as deliveries,
+    ):
+        pool = ExecutorPool(
+            runs=runs,
+            failures=failures_send,
+            registry=registry,
+            store=store,
+            transport=transport,
+            events=bus,
+            logs=logs,
+            clock=clock,
+            concurrency=concurrency,
+            lease=lease,
+            progress_interval=progress_interval,
+        )
+        h = Harness(
+            pool=pool,
+            store=store,
+            transport=transport,
+            bus=bus,
+            logs=logs,
+            clock=clock,
+            deliveries=deliveries,
+            runs=runs_send,
+            failures=failures,
+            stopped=anyio.Event(),
+        )
+
+        async def run(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            await pool.run(task_status=task_status)
+            h.stopped.set()
+
+        async with anyio.create_task_group() as tg:
+            await tg.start(run)
+            yield h
+            tg.cancel_scope.cancel()
+
+
+async def claim(
+    h: Harness,
+    task: str,
+    *,
+    payload: dict[str, Any] | None = None,
+    timeout: float | None = None,
+    max_attempts: int = 3,
+) -> RunJob:
+    """Store, publish, receive and claim one job, as ingest and the dispatcher would."""
+    now = h.clock.now()
+    job = Job(
+        id=str(uuid.uuid4()),
+        task=task,
+        payload=payload or {},
+        timeout=timeout,
+        max_attempts=max_attempts,
+        created_at=now,
+        updated_at=now,
+    )
+    await h.store.insert([job], now=now)
+    await h.transport.publish([JobMessage(job_id=job.id, task=task, queue="default")])
+    delivery = h.deliveries.receive_nowait()
+    message = decode(delivery.body)
+    assert isinstance(message, JobMessage)
+    assert message.job_id == job.id
+    (claimed,) = await h.store.claim(
+        [job.id], owner="worker-1", now=now, lease_until=now + h.pool.lease
+    )
+    return RunJob(job=claimed, delivery_tag=delivery.tag)
+
+
+async def next_event(events: ObjectReceiveStream[Event], kind: type[E], job_id: str) -> E:
+    with anyio.fail_after(5):
+        async for event in events:
+            if isinstance(event, kind) and getattr(event, "job_id", None) == job_id:
+                return event
+    raise AssertionError("the event bus closed")
+
+
+def pending_events(events: ObjectReceiveStream[Event]) -> list[Event]:
+    """The events already delivered to a subscription, without waiting."""
+    seen: list[Event] = []
+    while True:
+        try:
+            seen.append(events.receive_nowait())
+        except anyio.WouldBlock:
+            return seen
+
+
+async def wait_until(predicate: Callable[[], bool]) -> None:
+    with anyio.fail_after(5):
+        while not predicate():  # noqa: ASYNC110 - the twins expose no event to wait on
+            await anyio.sleep(0.001)
+
+
+async def next_failure(h: Harness) -> JobFailed:
+    with anyio.fail_after(5):
+        return await h.failures.receive()
+
+
+# ------------------------------------------------------------------ outcomes
+
+
+async def test_success_is_stored_acked_and_announced_with_the_result() -> None:
+    registry = TaskRegistry()
+
+    @registry.task(name="double")
+    async def double(payload: dict[str, Any], ctx: JobContext) -> dict[str, int]:
+        await anyio.lowlevel.checkpoint()
+        return {"n": payload["n"] * 2}
+
+    async with running_pool(registry) as h, h.bus.subscribe() as events:
+        run = await claim(h, "double", payload={"n": 21})
+        await h.runs.send(run)
+        event = await next_event(events, JobSucceeded, run.job.id)
+        assert event.result == {"n": 42}
+        assert event.attempt == 1
+        job = h.store.jobs[run.job.id]
+        assert job.status is JobStatus.COMPLETED
+        assert job.result == {"n": 42}
+        assert job.lease_owner is None
+        assert h.transport.unsettled() == 0
+        await wait_until(lambda: h.pool.statistics().finished == 1)
+
+
+async def test_an_exception_becomes_a_job_failed_for_the_retrier_and_nothing_is_acked() -> None:
+    registry = TaskRegistry()
+
+    class BadInput(ValueError):
+        pass
+
+    @registry.task(name="boom")
+    async def boom(payload: dict[str, Any], ctx: JobContext) -> None:
+        await anyio.lowlevel.checkpoint()
+        raise BadInput("bad input")
+
+    async with running_pool(registry) as h, h.bus.subscribe() as events:
+        run = await claim(h, "boom")
+        await h.runs.send(run)
+        failed = await next_failure(h)
+        assert failed.job_id == run.job.id
+        assert failed.attempt == 1
+        assert failed.max_attempts == 3
+        assert failed.delivery_tag == run.delivery_tag
+        assert failed.error.code == "task_error"
+        assert failed.error.message == "bad input"
+        assert "BadInput" in failed.error_types
+        assert "ValueError" in failed.error_types
+        assert failed.retryable is True
+        assert failed.retry_delay is None
+        assert (await next_event(events, JobFailed, run.job.id)) == failed
+        # The retrier settles it: the executor neither writes nor acks a failure
+        assert h.store.jobs[run.job.id].status is JobStatus.IN_PROGRESS
+        assert h.transport.unsettled() == 1
+
+
+async def test_retry_asks_for_its_delay() -> None:
+    registry = TaskRegistry()
+
+    @registry.task(name="later")
+    async def later(payload: dict[str, Any], ctx: JobContext) -> None:
+        raise Retry(delay=7)
+
+    async with running_pool(registry) as h:
+        run = await claim(h, "later")
+        await h.runs.send(run)
+        failed = await next_failure(h)
+        assert failed.error.code == "retry_requested"
+        assert failed.retry_delay == 7
+        assert failed.retryable is True
+        assert h.transport.unsettled() == 1
+
+
+async def test_an_attempt_past_its_timeout_fails_with_code_timeout() -> None:
+    registry = TaskRegistry()
+    finished = anyio.Event()
+
+    @registry.task(name="slow")
+    async def slow(payload: dict[str, Any], ctx: JobContext) -> None:
+        try:
+            await anyio.sleep(10)
+        finally:
+            finished.set()
+
+    async with running_pool(registry) as h:
+        run = await claim(h, "slow", timeout=0.05)
+        started = anyio.current_time()
+        await h.runs.send(run)
+        failed = await next_failure(h)
+        assert failed.error.code == "timeout"
+        assert failed.retryable is True
+        assert anyio.current_time() - started < 5
+        assert finished.is_set()
+        assert h.store.jobs[run.job.id].status is JobStatus.IN_PROGRESS
+
+
+async def test_a_sync_task_runs_in_a_worker_thread_and_reports_progress() -> None:
+    registry = TaskRegistry()
+    gate = threading.Event()
+    seen: dict[str, Any] = {}
+
+    @registry.task(name="crunch")
+    def crunch(payload: dict[str, Any], ctx: JobContext) -> int:
+        seen["thread"] = threading.current_thread()
+        ctx.progress(40, "almost")
+        assert gate.wait(5), "the test never opened the gate"
+        return 7
+
+    try:
+        async with (
+            running_pool(registry, progress_interval=0.01) as h,
+            h.bus.subscribe() as events,
+        ):
+            run = await claim(h, "crunch")
+            await h.runs.send(run)
+            # Progress reported from the thread is written while the task still runs
+            progressed = await next_event(events, JobProgressed, run.job.id)
+            assert progressed.percent == 40
+            job = h.store.jobs[run.job.id]
+            assert job.status is JobStatus.IN_PROGRESS
+            assert (job.progress, job.progress_message) == (40, "almost")
+            gate.set()
+            succeeded = await next_event(events, JobSucceeded, run.job.id)
+            assert succeeded.result == 7
+            assert h.store.jobs[run.job.id].status is JobStatus.COMPLETED
+            assert seen["thread"] is not threading.main_thread()
+            assert seen["thread"] is not threading.current_thread()
+    finally:
+        gate.set()
+
+
+async def test_an_unknown_task_fails_for_good() -> None:
+    async with running_pool(TaskRegistry()) as h:
+        run = await claim(h, "nope")
+        await h.runs.send(run)
+        failed = await next_failure(h)
+        assert failed.error.code == "unknown_task"
+        assert failed.retryable is False
+        assert h.transport.unsettled() == 1
+
+
+async def test_a_result_that_is_not_json_fails_for_good() -> None:
+    registry = TaskRegistry()
+
+    @registry.task(name="opaque")
+    async def opaque(payload: dict[str, Any], ctx: JobContext) -> object:
+        return object()
+
+    async with running_pool(registry) as h:
+        run = await claim(h, "opaque")
+        await h.runs.send(run)
+        failed = await next_failure(h)
+        assert failed.error.code == "result_not_serializable"
+        assert failed.retryable is False
+        job = h.store.jobs[run.job.id]
+        assert job.status is JobStatus.IN_PROGRESS
+        assert job.result is None
+
+
+# ------------------------------------------------------------------ cancel
+
+
+async def test_cancel_stops_a_running_attempt_and_stores_it_cancelled() -> None:
+    registry = TaskRegistry()
+    running = anyio.Event()
+    cleaned_up = anyio.Event()
+
+    @registry.task(name="forever")
+    async def forever(payload: dict[str, Any], ctx: JobContext) -> None:
+        running.set()
+        try:
+            await anyio.sleep_forever()
+        finally:
+            cleaned_up.set()
+
+    async with running_pool(registry) as h, h.bus.subscribe() as events:
+        run = await claim(h, "forever")
+        await h.runs.send(run)
+        with anyio.fail_after(5):
+            await running.wait()
+        assert h.pool.cancel(run.job.id) is True
+        cancelled = await next_event(events, JobCancelled, run.job.id)
+        assert cancelled.attempt == 1
+        assert cleaned_up.is_set()
+        assert h.store.jobs[run.job.id].status is JobStatus.CANCELLED
+        assert h.transport.unsettled() == 0
+        assert h.failures.statistics().current_buffer_used == 0
+
+
+async def test_cancel_before_start_cancels_without_running_the_body() -> None:
+    registry = TaskRegistry()
+    entered: list[str] = []
+
+    @registry.task(name="side_effect")
+    async def side_effect(payload: dict[str, Any], ctx: JobContext) -> None:
+        entered.append(ctx.job_id)  # a side effect before the task's first await
+        await anyio.lowlevel.checkpoint()
+
+    async with running_pool(registry) as h, h.bus.subscribe() as events:
+        run = await claim(h, "side_effect")
+        assert h.pool.cancel(run.job.id) is False  # not running here yet: remembered
+        await h.runs.send(run)
+        await next_event(events, JobCancelled, run.job.id)
+        assert h.store.jobs[run.job.id].status is JobStatus.CANCELLED
+        assert h.transport.unsettled() == 0
+        assert entered == [], "the body ran although the job was cancelled before it started"
+
+
+# ------------------------------------------------------------------ capacity
+
+
+async def test_at_most_concurrency_attempts_run_at_once() -> None:
+    registry = TaskRegistry()
+    gate = anyio.Event()
+    state = {"now": 0, "max": 0, "started": 0}
+
+    @registry.task(name="hold")
+    async def hold(payload: dict[str, Any], ctx: JobContext) -> None:
+        state["now"] += 1
+        state["started"] += 1
+        state["max"] = max(state["max"], state["now"])
+        try:
+            await gate.wait()
+        finally:
+            state["now"] -= 1
+
+    async with running_pool(registry, concurrency=3) as h, anyio.create_task_group() as tg:
+        runs = [await claim(h, "hold") for _ in range(4)]
+
+        async def feed() -> None:
+            for run in runs:
+                await h.runs.send(run)
+
+        tg.start_soon(feed)
+        await wait_until(lambda: state["now"] == 3)
+        await anyio.sleep(0.05)
+        # Then: three run, the fourth waits for a free executor
+        assert state["started"] == 3
+        assert h.pool.statistics().busy == 3
+        gate.set()
+        await wait_until(
+            lambda: all(h.store.jobs[r.job.id].status is JobStatus.COMPLETED for r in runs)
+        )
+        assert state["started"] == 4
+        assert state["max"] == 3
+        assert h.transport.unsettled() == 0
+
+
+# ------------------------------------------------------------------ lease fencing
+
+
+async def take_over(h: Harness, job_id: str) -> Job:
+    """Another worker takes the job over: its lease is recovered, then it is claimed again."""
+    far = h.clock.now() + 1000
+    recovered = await h.store.recover_expired(now=far, limit=10)
+    assert [j.id for j in recovered.requeued] == [job_id]
+    (again,) = await h.store.claim(
+        [job_id], owner="worker-2", now=h.clock.now(), lease_until=far + 1000
+    )
+    assert again.attempts == 2
+    return again
+
+
+async def test_a_lost_lease_cancels_the_stale_attempt_and_leaves_the_new_one_alone() -> None:
+    registry = TaskRegistry()
+    running = anyio.Event()
+    cleaned_up = anyio.Event()
+
+    @registry.task(name="long")
+    async def long(payload: dict[str, Any], ctx: JobContext) -> None:
+        running.set()
+        try:
+            await anyio.sleep(10)
+        finally:
+            cleaned_up.set()
+
+    async with running_pool(registry, lease=0.3) as h:
+        run = await claim(h, "long")
+        first_lease = run.job.lease_expires_at
+        assert first_lease is not None
+        await h.runs.send(run)
+        with anyio.fail_after(5):
+            await running.wait()
+        # The renewer keeps the lease of attempt 1 alive
+        await wait_until(lambda: (h.store.jobs[run.job.id].lease_expires_at or 0) > first_lease)
+
+        # When: attempt 2 exists elsewhere
+        again = await take_over(h, run.job.id)
+
+        # Then: attempt 1 is cancelled; its failure is for the retrier, fenced at attempt 1
+        failed = await next_failure(h)
+        assert failed.error.code == "lease_lost"
+        assert failed.attempt == 1
+        assert cleaned_up.is_set()
+        await anyio.sleep(0.35)  # a few more renewal rounds
+        job = h.store.jobs[run.job.id]
+        assert job.status is JobStatus.IN_PROGRESS
+        assert job.attempts == 2
+        assert job.lease_owner == "worker-2"
+        assert job.lease_expires_at == again.lease_expires_at
+        assert h.transport.unsettled() == 1
+
+
+async def test_a_stale_attempt_cannot_store_its_outcome_over_the_new_attempt() -> None:
+    registry = TaskRegistry()
+    gate = anyio.Event()
+    running = anyio.Event()
+
+    @registry.task(name="late")
+    async def late(payload: dict[str, Any], ctx: JobContext) -> str:
+        running.set()
+        await gate.wait()
+        return "from attempt 1"
+
+    async with running_pool(registry, lease=60) as h, h.bus.subscribe() as events:
+        run = await claim(h, "late")
+        await h.runs.send(run)
+        with anyio.fail_after(5):
+            await running.wait()
+        await take_over(h, run.job.id)
+        gate.set()
+        await wait_until(lambda: h.pool.statistics().finished == 1)
+        assert h.pool.statistics().stale_outcomes == 1
+        job = h.store.jobs[run.job.id]
+        assert job.status is JobStatus.IN_PROGRESS
+        assert job.attempts == 2
+        assert job.result is None
+        await anyio.sleep(0.01)
+        assert not [e for e in pending_events(events) if isinstance(e, JobSucceeded)]
+
+
+# ------------------------------------------------------------------ stop and logs
+
+
+async def test_stop_waits_for_the_running_attempt_and_stores_its_outcome() -> None:
+    registry = TaskRegistry()
+    gate = anyio.Event()
+    running = anyio.Event()
+
+    @registry.task(name="finishing")
+    async def finishing(payload: dict[str, Any], ctx: JobContext) -> str:
+        running.set()
+        await gate.wait()
+        return "done"
+
+    async with running_pool(registry) as h:
+        run = await claim(h, "finishing")
+        await h.runs.send(run)
+        with anyio.fail_after(5):
+            await running.wait()
+        await h.pool.stop()
+        await anyio.sleep(0.05)
+        assert not h.stopped.is_set()
+        gate.set()
+        with anyio.fail_after(5):
+            await h.stopped.wait()
+        job = h.store.jobs[run.job.id]
+        assert job.status is JobStatus.COMPLETED
+        assert job.result == "done"
+        assert h.transport.unsettled() == 0
+
+
+async def test_after_stop_no_new_attempt_is_started() -> None:
+    """``stop``: "Take no new work". An idle executor must not start a RunJob sent after it."""
+    registry = TaskRegistry()
+    gate = anyio.Event()
+    entered: list[str] = []
+
+    @registry.task(name="hold")
+    async def hold(payload: dict[str, Any], ctx: JobContext) -> None:
+        entered.append(ctx.job_id)
+        await gate.wait()
+
+    async with running_pool(registry, concurrency=2) as h:
+        first = await claim(h, "hold")
+        await h.runs.send(first)
+        await wait_until(lambda: len(entered) == 1)
+        # When: the pool is told to stop while one attempt still runs (so run() has not
+        # returned) and another RunJob arrives
+        await h.pool.stop()
+        late = await claim(h, "hold")
+        with anyio.move_on_after(0.2):
+            await h.runs.send(late)
+        await anyio.sleep(0.05)
+        gate.set()
+        with anyio.fail_after(5):
+            await h.stopped.wait()
+        # Then: the attempt in flight finished; the late one never started
+        assert h.store.jobs[first.job.id].status is JobStatus.COMPLETED
+        assert entered == [first.job.id]
+        assert h.store.jobs[late.job.id].status is not JobStatus.COMPLETED
+
+
+async def test_lines_logged_through_ctx_log_reach_the_log_store() -> None:
+    registry = TaskRegistry()
+
+    @registry.task(name="chatty")
+    async def chatty(payload: dict[str, Any], ctx: JobContext) -> None:
+        ctx.log.info("step_done", step=1)
+        ctx.log.warning("almost_there")
+
+    async with running_pool(registry) as h, h.bus.subscribe() as events:
+        run = await claim(h, "chatty")
+        await h.runs.send(run)
+        await next_event(events, JobSucceeded, run.job.id)
+        text = await h.logs.read(run.job.id)
+        assert text is not None
+        assert text.splitlines() == [
+            "--- attempt 1 ---",
+            "INFO step_done step=1",
+            "WARNING almost_there",
+        ]
