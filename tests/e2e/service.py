@@ -1,0 +1,123 @@
+"""Running `taskflow` as a real process for end-to-end tests, and talking HTTP to it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    for key, value in (headers or {}).items():
+        request.add_header(key, value)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+@dataclass
+class Service:
+    """One `taskflow <command>` process with its own environment and log file."""
+
+    home: Path
+    env: dict[str, str]
+    command: tuple[str, ...] = ("up",)
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen[bytes] | None = None
+    starts: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def log(self) -> Path:
+        return self.home / f"service-{self.port}.log"
+
+    def start(self, timeout: float = 90.0) -> None:
+        env = {**os.environ, **self.env, "TASKFLOW_HOME": str(self.home), "TASKFLOW_PORT": str(self.port)}
+        self.starts += 1
+        with self.log.open("ab") as out:
+            out.write(f"--- start {self.starts} ---\n".encode())
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "taskflow", *self.command], env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"taskflow exited with {self.process.returncode}:\n{self.tail()}")
+            try:
+                status, _ = http("GET", f"{self.url}/api/v1/health", timeout=2)
+            except OSError:
+                status = 0
+            if status == 200:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"taskflow did not become ready in {timeout} s:\n{self.tail()}")
+
+    def signal(self, signum: int) -> None:
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 60.0) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def stop(self) -> int:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else 0
+        self.signal(signal.SIGTERM)
+        try:
+            return self.wait(60)
+        except subprocess.TimeoutExpired:
+            self.signal(signal.SIGKILL)
+            return self.wait(10)
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def submit(self, task: str, payloads: list[dict[str, Any]], **extra: Any) -> tuple[int, Any]:
+        return http("POST", f"{self.url}/api/v1/jobs", {"task_type": task, "data": [{"payload": p} for p in payloads], **extra})
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        status, body = http("GET", f"{self.url}/api/v1/jobs/{job_id}")
+        assert status == 200, body
+        return dict(body)
+
+    def wait_terminal(self, job_ids: list[str], timeout: float = 120.0) -> dict[str, dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        pending = set(job_ids)
+        done: dict[str, dict[str, Any]] = {}
+        while pending and time.monotonic() < deadline:
+            for job_id in list(pending):
+                job = self.job(job_id)
+                if job["status"] in ("completed", "failed", "cancelled"):
+                    done[job_id] = job
+                    pending.discard(job_id)
+            if pending:
+                time.sleep(0.2)
+        assert not pending, f"{len(pending)} jobs not terminal after {timeout} s:\n{self.tail()}"
+        return done
