@@ -8,11 +8,13 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
+from actors.persist import persist
 from taskflow.clock import Clock
 from taskflow.codec import DecodeError, decode
 from taskflow.log import get_logger
 from taskflow.messages import JobMessage, RunJob
 from taskflow.ports import Deliveries, Delivery, JobStore, Transport
+from taskflow.streams import receive_batch
 
 log = get_logger("taskflow.dispatcher")
 
@@ -72,15 +74,9 @@ class Dispatcher:
 
     async def _next_batch(self) -> list[Delivery] | None:
         try:
-            batch = [await self.deliveries.receive()]
+            return await receive_batch(self.deliveries, self.max_batch)
         except anyio.EndOfStream:
             return None
-        while len(batch) < self.max_batch:
-            try:
-                batch.append(self.deliveries.receive_nowait())
-            except (anyio.WouldBlock, anyio.EndOfStream):
-                break
-        return batch
 
     async def _dispatch(self, batch: list[Delivery]) -> None:
         self._stats["delivered"] += len(batch)
@@ -98,12 +94,15 @@ class Dispatcher:
             tags.setdefault(message.job_id, []).append(delivery.tag)
         if poison:
             self._stats["poison"] += len(poison)
-            await self.transport.nack(poison, requeue=False)
+            await persist("nack", lambda: self.transport.nack(poison, requeue=False))
         if not tags:
             return
         now = self.clock.now()
-        claimed = await self.store.claim(
-            list(tags), owner=self.owner, now=now, lease_until=now + self.lease
+        claimed = await persist(
+            "claim",
+            lambda: self.store.claim(
+                list(tags), owner=self.owner, now=now, lease_until=now + self.lease
+            ),
         )
         # A job delivered twice in one batch runs once; the extra delivery is acked.
         skip = [t for job_id, ts in tags.items() for t in ts[1:]]
@@ -111,7 +110,7 @@ class Dispatcher:
         skip += [ts[0] for job_id, ts in tags.items() if job_id not in claimed_ids]
         if skip:
             self._stats["skipped"] += len(skip)
-            await self.transport.ack(skip)
+            await persist("ack", lambda: self.transport.ack(skip))
         self._stats["claimed"] += len(claimed)
         for job in claimed:
             await self.runs.send(RunJob(job=job, delivery_tag=tags[job.id][0]))

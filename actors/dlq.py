@@ -10,10 +10,12 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from actors.outbox import publish_jobs
+from actors.persist import persist
 from taskflow.clock import Clock
 from taskflow.jobs import Job, JobStatus
 from taskflow.messages import DeadLetterJob, JobDeadLettered, JobReplayed
 from taskflow.ports import Bury, EventBus, JobQueries, JobQuery, JobStore, Transport
+from taskflow.streams import receive_batch
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,15 +43,12 @@ class DlqKeeper:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
-        async for first in self.inbox:
-            batch = [first]
-            while len(batch) < 256:
-                try:
-                    batch.append(self.inbox.receive_nowait())
-                except (anyio.WouldBlock, anyio.EndOfStream):
-                    break
-            with anyio.CancelScope(shield=True):
-                await self._bury(batch)
+        while True:
+            try:
+                batch = await receive_batch(self.inbox, 256)
+            except anyio.EndOfStream:
+                return
+            await self._bury(batch)
 
     def statistics(self) -> DlqStats:
         return DlqStats(**self._stats)
@@ -64,8 +63,9 @@ class DlqKeeper:
             )
             for d in batch
         ]
-        applied = await self.store.settle(changes, now=now)
-        await self.transport.ack([d.failure.delivery_tag for d in batch])
+        applied = await persist("bury", lambda: self.store.settle(changes, now=now))
+        tags = [d.failure.delivery_tag for d in batch]
+        await persist("ack", lambda: self.transport.ack(tags))
         events = [
             JobDeadLettered(
                 job_id=c.job_id, task=d.failure.task, attempt=c.attempt, at=now, error=c.error

@@ -10,10 +10,11 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from actors.persist import persist
 from taskflow.clock import Clock
 from taskflow.codec import encode_value
 from taskflow.context import JobContext
-from taskflow.errors import Retry, UnknownTask
+from taskflow.errors import Retry, StoreError, UnknownTask
 from taskflow.jobs import Job, JobError
 from taskflow.log import get_logger
 from taskflow.messages import (
@@ -38,6 +39,7 @@ from taskflow.ports import (
     Transport,
 )
 from taskflow.registry import TaskRegistry, TaskSpec, type_names
+from taskflow.streams import receive_batch
 
 log = get_logger("taskflow.executor")
 
@@ -308,15 +310,12 @@ class ExecutorPool:
 
     async def _write_outcomes(self, outcomes: MemoryObjectReceiveStream[Outcome]) -> None:
         async with outcomes:
-            async for first in outcomes:
-                batch = [first]
-                while len(batch) < 256:
-                    try:
-                        batch.append(outcomes.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                with anyio.CancelScope(shield=True):
-                    await self._store_outcomes(batch)
+            while True:
+                try:
+                    batch = await receive_batch(outcomes, 256)
+                except anyio.EndOfStream:
+                    return
+                await self._store_outcomes(batch)
 
     async def _store_outcomes(self, batch: list[Outcome]) -> None:
         settled: list[JobSucceeded | JobCancelled] = []
@@ -333,12 +332,14 @@ class ExecutorPool:
                 else MarkCancelled(job_id=o.job_id, attempt=o.attempt)
                 for o in settled
             ]
-            applied = await self.store.settle(changes, now=self.clock.now())
+            now = self.clock.now()
+            applied = await persist("settle", lambda: self.store.settle(changes, now=now))
             stale = [o for o, job in zip(settled, applied, strict=True) if job is None]
             for o in stale:
                 log.warning("stale_outcome_dropped", job_id=o.job_id, attempt=o.attempt)
             self._stats["stale_outcomes"] += len(stale)
-            await self.transport.ack([o.delivery_tag for o in settled])
+            tags = [o.delivery_tag for o in settled]
+            await persist("ack", lambda: self.transport.ack(tags))
             await self._save_logs(settled)
             await self.events.publish(
                 [o for o, job in zip(settled, applied, strict=True) if job is not None]
@@ -376,10 +377,14 @@ class ExecutorPool:
                 continue
             now = self.clock.now()
             items = list(pending.items())
-            applied = await self.store.settle(
-                [Progress(job_id=j, attempt=a, percent=p, message=m) for j, (a, p, m) in items],
-                now=now,
-            )
+            try:
+                applied = await self.store.settle(
+                    [Progress(job_id=j, attempt=a, percent=p, message=m) for j, (a, p, m) in items],
+                    now=now,
+                )
+            except StoreError as exc:  # progress is a hint: drop this round, keep running
+                log.warning("progress_not_saved", jobs=len(items), error=exc.message)
+                continue
             await self.events.publish(
                 [
                     JobProgressed(job_id=j, attempt=a, percent=p, message=m, at=now)
@@ -396,11 +401,19 @@ class ExecutorPool:
             if not running:
                 continue
             until = self.clock.now() + self.lease
-            applied = await self.store.settle(
-                [Renew(job_id=r.job.id, attempt=r.job.attempts, until=until) for r in running],
-                now=self.clock.now(),
-            )
+            try:
+                applied = await self.store.settle(
+                    [Renew(job_id=r.job.id, attempt=r.job.attempts, until=until) for r in running],
+                    now=self.clock.now(),
+                )
+            except StoreError as exc:  # try again next round, well inside the lease
+                log.warning("lease_renewal_failed", jobs=len(running), error=exc.message)
+                continue
             for r, job in zip(running, applied, strict=True):
+                if job is not None and job.cancel_requested and r.reason is None:
+                    # The CancelRequested event may have been missed (a full buffer, another
+                    # process): the renewal reads the flag, so a cancel lands within lease/3.
+                    self.cancel(job.id)
                 if job is None and r.job.id in self._running and r.reason is None:
                     log.warning("lease_lost", job_id=r.job.id, attempt=r.job.attempts)
                     r.reason = "lease_lost"
@@ -412,9 +425,10 @@ class ExecutorPool:
     ) -> None:
         async with self.events.subscribe(buffer=1024) as events:
             task_status.started()
-            async for event in events:
-                if isinstance(event, CancelRequested):
-                    self.cancel(event.job_id)
+            while True:
+                for event in await receive_batch(events, 4096):
+                    if isinstance(event, CancelRequested):
+                        self.cancel(event.job_id)
 
     # ------------------------------------------------------------ idle tracking
 

@@ -28,6 +28,7 @@ from taskflow.messages import (
 )
 from taskflow.ports.events import EventBus
 from taskflow.ports.store import JobQueries
+from taskflow.streams import receive_batch
 
 _logger = get_logger(__name__)
 
@@ -182,8 +183,13 @@ class MetricsCollector:
             task_status.started()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._refresh_periodically)
-                async for event in inbox:
-                    self._count(event)
+                while True:
+                    try:
+                        batch = await receive_batch(inbox, 4096)
+                    except anyio.EndOfStream:
+                        break
+                    for event in batch:
+                        self._count(event)
                 tg.cancel_scope.cancel()
 
     def backlog(self) -> int:

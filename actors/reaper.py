@@ -9,6 +9,7 @@ from anyio.abc import TaskStatus
 
 from actors.outbox import publish_jobs
 from taskflow.clock import Clock
+from taskflow.errors import StoreError, TransportError
 from taskflow.log import get_logger
 from taskflow.messages import JobDeadLettered
 from taskflow.ports import EventBus, JobStore, LogStore, Transport
@@ -58,7 +59,10 @@ class Reaper:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
-            await self.sweep()
+            try:
+                await self.sweep()
+            except (StoreError, TransportError) as exc:  # a periodic duty: try next round
+                log.warning("sweep_failed", error=exc.message)
             await anyio.sleep(self.interval)
 
     def statistics(self) -> ReaperStats:

@@ -10,13 +10,15 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from actors.outbox import publish_jobs
+from actors.persist import persist
 from taskflow.clock import Clock
-from taskflow.errors import UnknownTask
+from taskflow.errors import StoreError, TransportError, UnknownTask
 from taskflow.log import get_logger
 from taskflow.messages import DeadLetterJob, JobFailed, JobScheduled, JobSubmitted
 from taskflow.ports import EventBus, JobQueries, JobStore, Reschedule, Transport
 from taskflow.registry import TaskRegistry
 from taskflow.retry import GiveUp, RetryAfter, RetryPolicy
+from taskflow.streams import receive_batch
 
 log = get_logger("taskflow.retrier")
 
@@ -73,15 +75,12 @@ class Retrier:
     # ------------------------------------------------------------ failures
 
     async def _handle_failures(self) -> None:
-        async for first in self.inbox:
-            batch = [first]
-            while len(batch) < 256:
-                try:
-                    batch.append(self.inbox.receive_nowait())
-                except (anyio.WouldBlock, anyio.EndOfStream):
-                    break
-            with anyio.CancelScope(shield=True):
-                await self._decide(batch)
+        while True:
+            try:
+                batch = await receive_batch(self.inbox, 256)
+            except anyio.EndOfStream:
+                return
+            await self._decide(batch)
 
     async def _decide(self, batch: list[JobFailed]) -> None:
         now = self.clock.now()
@@ -114,8 +113,10 @@ class Retrier:
                     await self.dead.send(DeadLetterJob(failure=failure, code=code))
         if not retries:
             return
-        applied = await self.store.settle([r for _, r in retries], now=now)
-        await self.transport.ack([f.delivery_tag for f, _ in retries])
+        changes = [r for _, r in retries]
+        applied = await persist("reschedule", lambda: self.store.settle(changes, now=now))
+        tags = [f.delivery_tag for f, _ in retries]
+        await persist("ack", lambda: self.transport.ack(tags))
         scheduled = []
         for (failure, change), job in zip(retries, applied, strict=True):
             if job is None:
@@ -146,17 +147,25 @@ class Retrier:
     async def _watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with self.events.subscribe(buffer=1024) as events:
             task_status.started()
-            async for event in events:
-                if isinstance(event, JobSubmitted) and event.scheduled:
+            while True:
+                batch = await receive_batch(events, 4096)
+                if any(isinstance(e, JobSubmitted) and e.scheduled for e in batch):
                     self.wake()
 
     async def _promote_loop(self) -> None:
         while True:
-            promoted = await self.promote_due()
+            try:
+                promoted = await self.promote_due()
+            except (StoreError, TransportError) as exc:  # the jobs stay scheduled: next round
+                log.warning("promotion_failed", error=exc.message)
+                promoted = 0
             if promoted >= self.promote_batch:
                 continue
             now = self.clock.now()
-            next_at = await self.queries.next_run_at()
+            try:
+                next_at = await self.queries.next_run_at()
+            except StoreError:
+                next_at = None
             wait = self.promote_interval
             if next_at is not None:
                 wait = max(0.0, min(wait, next_at - now))

@@ -6,8 +6,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
-from anyio.abc import ObjectReceiveStream
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from taskflow.messages import Event
 
@@ -38,7 +37,9 @@ class MemoryEventBus:
                     pass
 
     @asynccontextmanager
-    async def subscribe(self, *, buffer: int = 256) -> AsyncIterator[ObjectReceiveStream[Event]]:
+    async def subscribe(
+        self, *, buffer: int = 256
+    ) -> AsyncIterator[MemoryObjectReceiveStream[Event]]:
         send, receive = anyio.create_memory_object_stream[Event](buffer)
         self._subscribers.append(send)
         try:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 import anyio
 
 from taskflow.errors import IdempotencyConflict, JobNotFound
-from taskflow.jobs import TERMINAL, Job, JobError, JobStatus, Trigger, sources, transition
+from taskflow.jobs import Job, JobError, JobStatus, Trigger, sources, transition
 from taskflow.ports.store import (
     Bury,
     Change,
@@ -45,8 +45,30 @@ class MemoryJobStore:
     def __init__(self) -> None:
         self._jobs: dict[str, Job] = {}
         self._keys: dict[str, _Key] = {}
+        # Indexes, so no sweep scans every job ever kept: counts per status, and the ids in
+        # each status that a periodic duty reads (scheduled, in progress, pending).
+        self._counts: Counter[JobStatus] = Counter()
+        self._by_status: dict[JobStatus, dict[str, None]] = {s: {} for s in JobStatus}
         self.writes = Counter[str]()
         """How many store calls of each kind were made (to check batching)."""
+
+    def _put(self, job: Job) -> None:
+        old = self._jobs.get(job.id)
+        if old is not None and old.status is not job.status:
+            self._counts[old.status] -= 1
+            del self._by_status[old.status][job.id]
+        if old is None or old.status is not job.status:
+            self._counts[job.status] += 1
+            self._by_status[job.status][job.id] = None
+        self._jobs[job.id] = job
+
+    def _drop(self, job_id: str) -> None:
+        job = self._jobs.pop(job_id)
+        self._counts[job.status] -= 1
+        del self._by_status[job.status][job_id]
+
+    def _in(self, status: JobStatus) -> list[Job]:
+        return [self._jobs[i] for i in self._by_status[status]]
 
     # ------------------------------------------------------------ inspection
 
@@ -55,10 +77,7 @@ class MemoryJobStore:
         return dict(self._jobs)
 
     def dead_letters(self) -> list[Job]:
-        return sorted(
-            (j for j in self._jobs.values() if j.status is JobStatus.FAILED),
-            key=lambda j: j.updated_at,
-        )
+        return sorted(self._in(JobStatus.FAILED), key=lambda j: j.updated_at)
 
     def get_nowait(self, job_id: str) -> Job:
         try:
@@ -91,7 +110,7 @@ class MemoryJobStore:
                 request_hash, tuple(j.id for j in jobs), key_expires_at
             )
         for job in jobs:
-            self._jobs[job.id] = replace(job, published=False)
+            self._put(replace(job, published=False))
         return Inserted(job_ids=tuple(j.id for j in jobs))
 
     async def claim(
@@ -115,7 +134,7 @@ class MemoryJobStore:
                 progress=0.0,
                 progress_message=None,
             )
-            self._jobs[job_id] = new
+            self._put(new)
             claimed.append(new)
         return claimed
 
@@ -185,17 +204,13 @@ class MemoryJobStore:
             case Renew():
                 new = replace(job, lease_expires_at=change.until)
         new = replace(new, updated_at=now)
-        self._jobs[job.id] = new
+        self._put(new)
         return new
 
     async def promote_due(self, *, now: float, limit: int) -> list[Job]:
         self.writes["promote_due"] += 1
         due = sorted(
-            (
-                j
-                for j in self._jobs.values()
-                if j.status is JobStatus.SCHEDULED and (j.run_at or 0.0) <= now
-            ),
+            (j for j in self._in(JobStatus.SCHEDULED) if (j.run_at or 0.0) <= now),
             key=lambda j: (j.run_at or 0.0, j.created_at),
         )[:limit]
         promoted = []
@@ -203,7 +218,7 @@ class MemoryJobStore:
             new = replace(
                 job, status=transition(job.status, Trigger.PROMOTE), published=False, updated_at=now
             )
-            self._jobs[job.id] = new
+            self._put(new)
             promoted.append(new)
         return promoted
 
@@ -215,7 +230,7 @@ class MemoryJobStore:
             new = replace(job, cancel_requested=True, updated_at=now)
         else:
             new = replace(job, status=target, finished_at=now, updated_at=now)
-        self._jobs[job_id] = new
+        self._put(new)
         return new
 
     async def replay(self, job_ids: Sequence[str], *, now: float) -> list[Job]:
@@ -239,7 +254,7 @@ class MemoryJobStore:
                 run_at=None,
                 updated_at=now,
             )
-            self._jobs[job_id] = new
+            self._put(new)
             replayed.append(new)
         return replayed
 
@@ -248,10 +263,8 @@ class MemoryJobStore:
         expired = sorted(
             (
                 j
-                for j in self._jobs.values()
-                if j.status is JobStatus.IN_PROGRESS
-                and j.lease_expires_at is not None
-                and j.lease_expires_at < now
+                for j in self._in(JobStatus.IN_PROGRESS)
+                if j.lease_expires_at is not None and j.lease_expires_at < now
             ),
             key=lambda j: j.lease_expires_at or 0.0,
         )[:limit]
@@ -280,7 +293,7 @@ class MemoryJobStore:
                     updated_at=now,
                 )
                 requeued.append(new)
-            self._jobs[job.id] = new
+            self._put(new)
         return Recovered(requeued=tuple(requeued), buried=tuple(buried))
 
     async def mark_published(self, job_ids: Sequence[str]) -> None:
@@ -288,14 +301,10 @@ class MemoryJobStore:
         for job_id in job_ids:
             job = self._jobs.get(job_id)
             if job is not None and job.status is JobStatus.PENDING:
-                self._jobs[job_id] = replace(job, published=True)
+                self._put(replace(job, published=True))
 
     async def unpublished(self, *, before: float, limit: int) -> list[Job]:
-        rows = [
-            j
-            for j in self._jobs.values()
-            if j.status is JobStatus.PENDING and not j.published and j.updated_at < before
-        ]
+        rows = [j for j in self._in(JobStatus.PENDING) if not j.published and j.updated_at < before]
         return sorted(rows, key=lambda j: j.updated_at)[:limit]
 
     async def purge(
@@ -303,16 +312,17 @@ class MemoryJobStore:
     ) -> list[str]:
         self.writes["purge"] += 1
         doomed: list[str] = []
-        for job in self._jobs.values():
-            if job.status not in TERMINAL or job.finished_at is None:
-                continue
-            cutoff = failed_before if job.status is JobStatus.FAILED else completed_before
-            if len(doomed) >= limit:
-                break
-            if job.finished_at < cutoff:
-                doomed.append(job.id)
+        for status in (JobStatus.COMPLETED, JobStatus.CANCELLED, JobStatus.FAILED):
+            cutoff = failed_before if status is JobStatus.FAILED else completed_before
+            # Jobs enter a terminal status in the order they finish: stop at the first one
+            # inside its retention.
+            for job_id in self._by_status[status]:
+                finished = self._jobs[job_id].finished_at
+                if len(doomed) >= limit or finished is None or finished >= cutoff:
+                    break
+                doomed.append(job_id)
         for job_id in doomed:
-            del self._jobs[job_id]
+            self._drop(job_id)
         for key, entry in list(self._keys.items()):
             if entry.expires_at is not None and entry.expires_at < now:
                 del self._keys[key]
@@ -342,15 +352,8 @@ class MemoryJobStore:
         await anyio.lowlevel.checkpoint()
 
     def counts_nowait(self) -> dict[JobStatus, int]:
-        counts = dict.fromkeys(JobStatus, 0)
-        for job in self._jobs.values():
-            counts[job.status] += 1
-        return counts
+        return {status: self._counts[status] for status in JobStatus}
 
     async def next_run_at(self) -> float | None:
-        times = [
-            j.run_at
-            for j in self._jobs.values()
-            if j.status is JobStatus.SCHEDULED and j.run_at is not None
-        ]
+        times = [j.run_at for j in self._in(JobStatus.SCHEDULED) if j.run_at is not None]
         return min(times, default=None)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
-from anyio.abc import ObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from taskflow.messages import Event
 
@@ -18,4 +18,7 @@ class EventBus(Protocol):
 
     def subscribe(
         self, *, buffer: int = 256
-    ) -> AbstractAsyncContextManager[ObjectReceiveStream[Event]]: ...
+    ) -> AbstractAsyncContextManager[MemoryObjectReceiveStream[Event]]:
+        """A bounded stream of every event published from now on (adapters bridge their
+        transport into a memory stream, so consumers can drain what is ready at once)."""
+        ...

@@ -143,8 +143,12 @@ WHERE j.id = expired.id
 RETURNING j.*
 
 -- name: mark_published
+-- SKIP LOCKED: a row locked by a claim is being delivered already; marking it is moot, and
+-- waiting for it could deadlock against the claim's own lock order.
 UPDATE taskflow_jobs SET published = true
-WHERE id = ANY(%(ids)s::uuid[]) AND status = 'pending'
+WHERE id IN (SELECT id FROM taskflow_jobs
+             WHERE id = ANY(%(ids)s::uuid[]) AND status = 'pending'
+             FOR UPDATE SKIP LOCKED)
 
 -- name: unpublished
 SELECT * FROM taskflow_jobs

@@ -10,14 +10,16 @@ a half-read connection in the pool (see stack-notes: psycopg under AnyIO).
 from __future__ import annotations
 
 import json
+import random
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import psycopg
+import psycopg.errors
 from psycopg_pool import AsyncConnectionPool
 
 from taskflow.errors import IdempotencyConflict, JobNotFound, StoreError, TaskflowError
@@ -39,6 +41,10 @@ from taskflow.ports.store import (
 from taskflow.postgres.sql import queries
 
 Row = dict[str, Any]
+Conn = psycopg.AsyncConnection[Row]
+T = TypeVar("T")
+_RETRIES = 4
+_RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -134,12 +140,27 @@ class PostgresJobStore:
             except TimeoutError as exc:
                 raise StoreError(f"database call exceeded {self.timeout} s") from exc
 
+    async def _run(self, body: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run ``body`` in a transaction; a deadlock or serialization failure rolled the
+        whole transaction back, so it is retried (a few times, with jitter)."""
+        for attempt in range(1, _RETRIES + 1):
+            try:
+                async with self._tx() as conn:
+                    return await body(conn)
+            except StoreError as exc:
+                if attempt == _RETRIES or not isinstance(exc.__cause__, _RETRYABLE):
+                    raise
+                await anyio.sleep(random.uniform(0, 0.02 * attempt))
+        raise AssertionError("unreachable")
+
     async def _rows(
         self, name: str, params: Mapping[str, Any], *, prepare: bool | None = None
     ) -> list[Row]:
-        async with self._tx() as conn:
+        async def body(conn: Conn) -> list[Row]:
             cur = await conn.execute(self._sql[name], params, prepare=prepare)
             return await cur.fetchall() if cur.description else []
+
+        return await self._run(body)
 
     # ------------------------------------------------------------ writes
 
@@ -153,7 +174,8 @@ class PostgresJobStore:
         key_expires_at: float | None = None,
     ) -> Inserted:
         ids = [j.id for j in jobs]
-        async with self._tx() as conn:
+
+        async def body(conn: Conn) -> Inserted:
             if idempotency_key is not None:
                 claimed = await conn.execute(
                     self._sql["claim_key"],
@@ -193,7 +215,9 @@ class PostgresJobStore:
                     "created_ats": [_ts(j.created_at) for j in jobs],
                 },
             )
-        return Inserted(job_ids=tuple(ids))
+            return Inserted(job_ids=tuple(ids))
+
+        return await self._run(body)
 
     async def claim(
         self, job_ids: Sequence[str], *, owner: str, now: float, lease_until: float
@@ -217,14 +241,18 @@ class PostgresJobStore:
         groups: dict[type, list[Any]] = {}
         for change in changes:
             groups.setdefault(type(change), []).append(change)
-        applied: dict[tuple[str, type], Job] = {}
         ts = _ts(now)
-        async with self._tx() as conn:
+
+        async def body(conn: Conn) -> dict[tuple[str, type], Job]:
+            applied: dict[tuple[str, type], Job] = {}
             for kind, batch in groups.items():
                 name, params = _settle_params(kind, batch)
                 cur = await conn.execute(self._sql[name], {"now": ts, **params})
                 for row in await cur.fetchall():
                     applied[(str(row["id"]), kind)] = _job(row)
+            return applied
+
+        applied = await self._run(body)
         return [applied.get((c.job_id, type(c))) for c in changes]
 
     async def promote_due(self, *, now: float, limit: int) -> list[Job]:
@@ -235,7 +263,8 @@ class PostgresJobStore:
     async def cancel(self, job_id: str, *, now: float) -> Job:
         if not _valid_ids([job_id]):
             raise JobNotFound(f"job {job_id!r} not found", job_id=job_id)
-        async with self._tx() as conn:
+
+        async def body(conn: Conn) -> Job:
             cur = await conn.execute(self._sql["lock_job"], {"id": job_id})
             row = await cur.fetchone()
             if row is None:
@@ -247,6 +276,8 @@ class PostgresJobStore:
             updated = await cur.fetchone()
             assert updated is not None
             return _job(updated)
+
+        return await self._run(body)
 
     async def replay(self, job_ids: Sequence[str], *, now: float) -> list[Job]:
         ids = _valid_ids(job_ids)
@@ -279,7 +310,7 @@ class PostgresJobStore:
     async def purge(
         self, *, now: float, completed_before: float, failed_before: float, limit: int
     ) -> list[str]:
-        async with self._tx() as conn:
+        async def body(conn: Conn) -> list[str]:
             cur = await conn.execute(
                 self._sql["purge_jobs"],
                 {
@@ -290,7 +321,9 @@ class PostgresJobStore:
             )
             ids = [r["id"] for r in await cur.fetchall()]
             await conn.execute(self._sql["purge_keys"], {"now": _ts(now), "limit": limit})
-        return ids
+            return ids
+
+        return await self._run(body)
 
     # ------------------------------------------------------------ reads
 

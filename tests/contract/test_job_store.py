@@ -16,7 +16,6 @@ import pytest
 from taskflow.errors import IdempotencyConflict, InvalidTransition, JobNotFound
 from taskflow.jobs import Job, JobError, JobStatus
 from taskflow.memory import MemoryJobStore
-from taskflow.postgres import open_store
 from taskflow.ports.store import (
     Bury,
     Change,
@@ -32,6 +31,7 @@ from taskflow.ports.store import (
     Renew,
     Reschedule,
 )
+from taskflow.postgres import open_store
 
 pytestmark = pytest.mark.anyio
 

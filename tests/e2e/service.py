@@ -22,7 +22,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None, timeout: float = 10.0) -> tuple[int, Any]:
+def http(
+    method: str,
+    url: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, Any]:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method=method)
     request.add_header("Content-Type", "application/json")
@@ -55,17 +61,27 @@ class Service:
         return self.home / f"service-{self.port}.log"
 
     def start(self, timeout: float = 90.0) -> None:
-        env = {**os.environ, **self.env, "TASKFLOW_HOME": str(self.home), "TASKFLOW_PORT": str(self.port)}
+        env = {
+            **os.environ,
+            **self.env,
+            "TASKFLOW_HOME": str(self.home),
+            "TASKFLOW_PORT": str(self.port),
+        }
         self.starts += 1
         with self.log.open("ab") as out:
             out.write(f"--- start {self.starts} ---\n".encode())
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "taskflow", *self.command], env=env, stdout=out, stderr=subprocess.STDOUT
+                [sys.executable, "-m", "taskflow", *self.command],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise AssertionError(f"taskflow exited with {self.process.returncode}:\n{self.tail()}")
+                raise AssertionError(
+                    f"taskflow exited with {self.process.returncode}:\n{self.tail()}"
+                )
             try:
                 status, _ = http("GET", f"{self.url}/api/v1/health", timeout=2)
             except OSError:
@@ -100,14 +116,20 @@ class Service:
             return "(no log)"
 
     def submit(self, task: str, payloads: list[dict[str, Any]], **extra: Any) -> tuple[int, Any]:
-        return http("POST", f"{self.url}/api/v1/jobs", {"task_type": task, "data": [{"payload": p} for p in payloads], **extra})
+        return http(
+            "POST",
+            f"{self.url}/api/v1/jobs",
+            {"task_type": task, "data": [{"payload": p} for p in payloads], **extra},
+        )
 
     def job(self, job_id: str) -> dict[str, Any]:
         status, body = http("GET", f"{self.url}/api/v1/jobs/{job_id}")
         assert status == 200, body
         return dict(body)
 
-    def wait_terminal(self, job_ids: list[str], timeout: float = 120.0) -> dict[str, dict[str, Any]]:
+    def wait_terminal(
+        self, job_ids: list[str], timeout: float = 120.0
+    ) -> dict[str, dict[str, Any]]:
         deadline = time.monotonic() + timeout
         pending = set(job_ids)
         done: dict[str, dict[str, Any]] = {}

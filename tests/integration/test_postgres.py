@@ -34,7 +34,9 @@ def anyio_backend() -> str:
 
 
 def job(now: float, **fields: Any) -> Job:
-    return Job(**({"id": str(uuid.uuid4()), "task": "echo", "created_at": now, "updated_at": now} | fields))
+    return Job(
+        **({"id": str(uuid.uuid4()), "task": "echo", "created_at": now, "updated_at": now} | fields)
+    )
 
 
 async def test_a_cancelled_caller_leaves_the_pool_healthy(pg_store: PostgresJobStore) -> None:
@@ -51,12 +53,18 @@ async def test_a_cancelled_caller_leaves_the_pool_healthy(pg_store: PostgresJobS
     await pg_store.check()
 
 
-async def test_the_server_side_statement_timeout_keeps_the_connection(pg_store: PostgresJobStore) -> None:
+async def test_the_server_side_statement_timeout_keeps_the_connection(
+    pg_store: PostgresJobStore,
+) -> None:
     started = time.monotonic()
-    with pytest.raises(StoreError, match="QueryCanceled"):
+
+    async def sleep_too_long() -> None:
         async with pg_store._tx() as conn:
             await conn.execute("SET LOCAL statement_timeout = 100")
             await conn.execute("SELECT pg_sleep(5)")
+
+    with pytest.raises(StoreError, match="QueryCanceled"):
+        await sleep_too_long()
     assert time.monotonic() - started < 2.0
     await pg_store.check()
     assert pg_store.pool.get_stats().get("connections_lost", 0) == 0
@@ -94,7 +102,9 @@ def plan(url: str, sql: str, params: dict[str, Any]) -> str:
         return json.dumps(rows[0])
 
 
-async def test_listing_and_sweep_queries_use_their_indexes(pg_store: PostgresJobStore, pg_url: str) -> None:
+async def test_listing_and_sweep_queries_use_their_indexes(
+    pg_store: PostgresJobStore, pg_url: str
+) -> None:
     # Given 20,000 rows where each filter is selective (1 % pending, 0.5 % per task, ...)
     now = time.time()
 
@@ -104,7 +114,13 @@ async def test_listing_and_sweep_queries_use_their_indexes(pg_store: PostgresJob
     for chunk in range(10):
         await pg_store.insert(
             [
-                job(now - i, task=f"t{i % 200}", queue=f"q{i % 100}", status=status(i), run_at=now + i)
+                job(
+                    now - i,
+                    task=f"t{i % 200}",
+                    queue=f"q{i % 100}",
+                    status=status(i),
+                    run_at=now + i,
+                )
                 for i in range(chunk * 2000, (chunk + 1) * 2000)
             ],
             now=now,
@@ -113,11 +129,23 @@ async def test_listing_and_sweep_queries_use_their_indexes(pg_store: PostgresJob
         conn.execute("ANALYZE taskflow_jobs")
     sql = pg_store._sql
     ts = datetime.fromtimestamp(now, UTC)
-    base = {"status": None, "task": None, "queue": None, "before_at": None, "before_id": None, "limit": 50, "offset": 0}
+    base = {
+        "status": None,
+        "task": None,
+        "queue": None,
+        "before_at": None,
+        "before_id": None,
+        "limit": 50,
+        "offset": 0,
+    }
     # Then each listing, the promotion and the lease sweep read through an index
     expectations = {
         "unfiltered": (sql["list_jobs"], base, "taskflow_jobs_created"),
-        "by status": (sql["list_jobs"], {**base, "status": "pending"}, "taskflow_jobs_status_created"),
+        "by status": (
+            sql["list_jobs"],
+            {**base, "status": "pending"},
+            "taskflow_jobs_status_created",
+        ),
         "by task": (sql["list_jobs"], {**base, "task": "t7"}, "taskflow_jobs_task_created"),
         "by queue": (sql["list_jobs"], {**base, "queue": "q3"}, "taskflow_jobs_queue_created"),
         "next run": (sql["next_run_at"], {}, "taskflow_jobs_due"),
@@ -161,9 +189,12 @@ async def test_the_whole_tree_runs_on_postgres(pg_store: PostgresJobStore) -> No
         logs=MemoryLogStore(),
         clock=WallClock(),
     )
-    async with open_runtime(registry, resources, TreeConfig(concurrency=16, promote_interval=0.05)) as rt:
+    async with open_runtime(
+        registry, resources, TreeConfig(concurrency=16, promote_interval=0.05)
+    ) as rt:
         ids = await rt.submit_many(
-            [taskflow_new("square", {"n": n}) for n in range(300)] + [taskflow_new("flaky", {})] * 20
+            [taskflow_new("square", {"n": n}) for n in range(300)]
+            + [taskflow_new("flaky", {})] * 20
         )
         await rt.wait_idle(timeout=60)
         jobs = [await rt.get(i) for i in ids]

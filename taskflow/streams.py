@@ -1,0 +1,29 @@
+"""Taking what is ready from a stream in one go."""
+
+from __future__ import annotations
+
+from typing import Protocol, TypeVar
+
+import anyio
+
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Receiver(Protocol[T_co]):
+    async def receive(self) -> T_co: ...
+
+    def receive_nowait(self) -> T_co: ...
+
+
+async def receive_batch(stream: Receiver[T_co], limit: int) -> list[T_co]:
+    """Wait for one item, then take every item already waiting (up to ``limit``) without
+    yielding to the scheduler: a consumer keeps up with producers that send in bursts, and
+    one store call can serve the whole batch. Raises ``anyio.EndOfStream`` when the stream
+    ends before the first item."""
+    batch = [await stream.receive()]
+    while len(batch) < limit:
+        try:
+            batch.append(stream.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            break
+    return batch

@@ -1,0 +1,78 @@
+"""Fixtures for the web tests. Quart needs AnyIO's asyncio backend, so these run on asyncio only.
+
+``runtime`` is the one place that knows the runtime is in memory; every test talks to it
+through the ``Runtime`` API (or HTTP), so it can later be parametrized over PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import pytest
+from quart import Quart
+from quart.typing import TestClientProtocol as Client
+
+from taskflow import JobContext, RetryPolicy, TaskRegistry
+from taskflow.config import Settings
+from taskflow.main import Runtime
+from taskflow.testing import embedded
+from web.app import create_app
+
+FAST = RetryPolicy(base=0.01, cap=0.02)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def make_registry() -> TaskRegistry:
+    registry = TaskRegistry()
+
+    @registry.task(name="echo", retry=FAST)
+    async def echo(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+        return payload
+
+    @registry.task(name="sleep", max_attempts=1)
+    async def sleep(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+        seconds = float(payload.get("seconds", 0.1))
+        steps = 10
+        for step in range(steps):
+            ctx.progress(100.0 * step / steps, f"step {step} of {steps}")
+            await anyio.sleep(seconds / steps)
+        return {"slept": seconds}
+
+    @registry.task(name="fail", max_attempts=2, retry=FAST)
+    async def fail(payload: dict[str, Any], ctx: JobContext) -> None:
+        raise RuntimeError("this task always fails")
+
+    return registry
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return Settings(queues=("default", "other"), max_batch=50, max_body_bytes=64 * 1024)
+
+
+@pytest.fixture
+async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
+    async with embedded(
+        make_registry(),
+        concurrency=4,
+        queues=settings.queues,
+        shutdown_grace=0.5,
+        promote_interval=0.05,
+    ) as tf:
+        yield tf
+
+
+@pytest.fixture
+def app(runtime: Runtime, settings: Settings) -> Quart:
+    return create_app(runtime, settings)
+
+
+@pytest.fixture
+def client(app: Quart) -> Client:
+    return app.test_client()

@@ -1,0 +1,271 @@
+"""The REST API, version 1: jobs, dead letters, health and metrics under ``/api/v1``.
+
+Paths and response fields stay compatible with the seed API (camelCase bodies, ``taskIds``,
+``/jobs/action/.../retry``), without its defects: submit answers 202, an empty page or an
+empty DLQ is a 200, idempotency is atomic in the store, and every error has one envelope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from quart import Blueprint, Response, request
+from quart_schema import document_headers, document_querystring, document_request
+from quart_schema import document_response as documented
+
+import taskflow
+from taskflow.main import Runtime, request_hash
+from taskflow.messages import NewJob, SubmitJobs
+from web.middleware import log
+from web.parsing import (
+    decode_json,
+    encode_cursor,
+    idempotency_key,
+    is_json,
+    job_id,
+    parse_job_query,
+    parse_page,
+    parse_submission,
+)
+from web.responses import ApiError, json_response
+from web.schemas import (
+    DeadLetterPage,
+    ErrorEnvelope,
+    HealthResponse,
+    JobOut,
+    JobPage,
+    ListJobsQuery,
+    MetricsResponse,
+    PageQuery,
+    ReplayAllQuery,
+    ReplayAllResponse,
+    ReplayOneResponse,
+    SubmitHeaders,
+    SubmitRequest,
+    SubmitResponse,
+    job_out,
+)
+from web.state import current_state
+
+API_PREFIX = "/api/v1"
+API_NAME = "TaskFlow API"
+
+api = Blueprint("api", __name__, url_prefix=API_PREFIX)
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def errors(*statuses: int) -> Callable[[F], F]:
+    """Document the error envelope for each of ``statuses`` (500 is always possible)."""
+
+    def decorate(func: F) -> F:
+        for status in (*statuses, 500):
+            func = documented(ErrorEnvelope, status)(func)
+        return func
+
+    return decorate
+
+
+# ------------------------------------------------------------------ jobs
+
+
+@api.post("/jobs")
+@document_request(SubmitRequest)
+@document_headers(SubmitHeaders)
+@documented(SubmitResponse, 202)
+@documented(SubmitResponse, 200)
+@errors(400, 409, 413, 415, 422, 503)
+async def submit_jobs() -> Response:
+    """Submit a batch of jobs: one job per item of ``data``.
+
+    202 with the new ids. With an ``Idempotency-Key`` header, the same key and the same body
+    within the key's lifetime answer 200 with the original response and
+    ``Idempotent-Replayed: true``; the same key with another body is a 409.
+    """
+    state = current_state()
+    if not is_json(request.mimetype):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "The request body must be JSON (Content-Type: application/json).",
+            details={"content_type": request.mimetype or None},
+        )
+    key = idempotency_key(request.headers.get("Idempotency-Key"))
+    limit = state.settings.max_body_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(
+            413,
+            "body_too_large",
+            f"The request body is larger than {limit} bytes.",
+            details={"max_body_bytes": limit},
+        )
+    body = await request.get_data(cache=False)  # MAX_CONTENT_LENGTH stops an endless stream
+    assert isinstance(body, bytes)
+    submission = parse_submission(
+        decode_json(body), max_batch=state.settings.max_batch, queues=state.settings.queues
+    )
+    ids, replayed = await _submit(state.runtime, submission.jobs, key)
+    response = SubmitResponse(
+        task_ids=ids,
+        number_of_messages=len(ids),
+        status="scheduled" if submission.delayed else "pending",
+        message="Job submitted successfully.",
+    )
+    if replayed:
+        return json_response(response, 200, {"Idempotent-Replayed": "true"})
+    return json_response(response, 202)
+
+
+async def _submit(runtime: Runtime, jobs: list[NewJob], key: str | None) -> tuple[list[str], bool]:
+    """Store the jobs; ``(ids, replayed)``, where ``replayed`` means the key matched an earlier
+    identical request (the store checks and inserts atomically, so racing duplicates agree)."""
+    if key is None:
+        return await runtime.submit_many(jobs), False
+    # Runtime.submit_many does not say whether the key matched: ask ingest for ``Inserted``.
+    command = SubmitJobs(jobs=tuple(jobs), idempotency_key=key, request_hash=request_hash(jobs))
+    inserted = await runtime.tree.ingest.submit(command)
+    return list(inserted.job_ids), inserted.replayed
+
+
+@api.get("/jobs")
+@document_querystring(ListJobsQuery)
+@documented(JobPage, 200)
+@errors(422, 503)
+async def list_jobs() -> Response:
+    """List jobs, newest first, filtered by status, task type and queue.
+
+    Page with ``cursor`` (the previous page's ``nextCursor``): no duplicates and no gaps while
+    jobs are added. ``offset`` also works, counted after the cursor. An empty page is a 200.
+    """
+    query = parse_job_query(request.args)
+    limit = query.limit - 1  # the query asked for one more, to tell if a next page exists
+    jobs = await current_state().runtime.list_jobs(query)
+    page = jobs[:limit]
+    next_cursor = (
+        encode_cursor(page[-1].created_at, page[-1].id) if len(jobs) > limit and page else None
+    )
+    return json_response(
+        JobPage(
+            limit=limit,
+            offset=query.offset,
+            tasks=[job_out(job) for job in page],
+            next_cursor=next_cursor,
+        )
+    )
+
+
+@api.get("/jobs/<task_id>")
+@documented(JobOut, 200)
+@errors(404, 422, 503)
+async def get_job(task_id: str) -> Response:
+    """One job, with its progress, result or error, and lineage."""
+    job = await current_state().runtime.get(job_id(task_id))
+    return json_response(job_out(job))
+
+
+@api.post("/jobs/<task_id>/cancel")
+@documented(JobOut, 200)
+@errors(404, 409, 422, 503)
+async def cancel_job(task_id: str) -> Response:
+    """Cancel a pending, scheduled or running job.
+
+    A running job answers with ``cancelRequested: true`` and is cancelled shortly after;
+    a finished one is a 409 ``invalid_transition``.
+    """
+    job = await current_state().runtime.cancel(job_id(task_id))
+    return json_response(job_out(job))
+
+
+# ------------------------------------------------------------------ dead letters
+
+
+@api.get("/dlq")
+@document_querystring(PageQuery)
+@documented(DeadLetterPage, 200)
+@errors(422, 503)
+async def list_dead_letters() -> Response:
+    """List dead letters (jobs that failed for good), newest first."""
+    page = parse_page(request.args)
+    jobs = await current_state().runtime.dead_letter_list(limit=page.limit + 1, offset=page.offset)
+    shown = jobs[: page.limit]
+    return json_response(
+        DeadLetterPage(
+            limit=page.limit,
+            offset=page.offset,
+            tasks=[job_out(job) for job in shown],
+            next_offset=page.offset + len(shown) if len(jobs) > page.limit else None,
+        )
+    )
+
+
+@api.post("/jobs/action/<task_id>/retry")
+@documented(ReplayOneResponse, 200)
+@errors(404, 422, 503)
+async def replay_dead_letter(task_id: str) -> Response:
+    """Replay one dead letter: pending again, with a new attempt series.
+
+    404 ``job_not_found`` for an unknown id, 404 ``not_dead_letter`` for a job that is not
+    in the dead letters.
+    """
+    runtime = current_state().runtime
+    jid = job_id(task_id)
+    job = await runtime.replay(jid)
+    if job is None:
+        await runtime.get(jid)  # JobNotFound -> 404 job_not_found
+        raise ApiError(
+            404,
+            "not_dead_letter",
+            f"Job {jid} is not a dead letter.",
+            details={"task_id": jid},
+        )
+    return json_response(ReplayOneResponse(success=True, task_id=job.id, job=job_out(job)))
+
+
+@api.post("/jobs/action/retry")
+@document_querystring(ReplayAllQuery)
+@documented(ReplayAllResponse, 200)
+@errors(422, 503)
+async def replay_all_dead_letters() -> Response:
+    """Replay every dead letter (optionally of one ``task_type``); 200 even when none."""
+    task = request.args.get("task_type") or request.args.get("taskType") or None
+    replayed = await current_state().runtime.replay_all(task=task)
+    return json_response(ReplayAllResponse(replayed=replayed))
+
+
+# ------------------------------------------------------------------ operations
+
+
+@api.get("/health")
+@documented(HealthResponse, 200)
+@errors(503)
+async def health() -> Response:
+    """Liveness and readiness: answers only if the process serves requests, and probes every
+    dependency (store, transport). 503 ``unavailable`` names the ones that failed."""
+    report = await current_state().runtime.health()
+    failed = sorted(name for name, result in report.items() if result != "ok")
+    if failed:
+        log.warning("health_check_failed", checks=report)
+        checks = {
+            name: "ok" if result == "ok" else "error: " + result.split(":", 1)[0]
+            for name, result in report.items()
+        }
+        raise ApiError(
+            503,
+            "unavailable",
+            f"Not ready: {', '.join(failed)} failed its probe.",
+            details={"checks": checks, "failed": failed},
+            headers={"Retry-After": "5"},
+        )
+    return json_response(
+        HealthResponse(name=API_NAME, status="ok", version=taskflow.__version__, checks=report)
+    )
+
+
+@api.get("/metrics")
+@documented(MetricsResponse, 200)
+@errors()
+async def metrics() -> Response:
+    """The metrics actor's latest snapshot: jobs by status, per-task counters, throughput,
+    latency summaries, executor load and actor statistics."""
+    return json_response(current_state().runtime.metrics().to_dict())

@@ -1,0 +1,62 @@
+"""The app factory: ``create_app(runtime, settings)`` builds one Quart app; nothing is global.
+
+Quart runs on AnyIO's asyncio backend only (see stack notes §1). Serve the app with
+``web.server.WebServer`` inside the supervisor tree, or test it with ``app.test_client()``.
+"""
+
+from __future__ import annotations
+
+from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
+from quart import Quart
+from quart_schema import Info, QuartSchema
+
+import taskflow
+from taskflow.config import Settings
+from taskflow.main import Runtime
+from web.api import API_NAME, api
+from web.errors import register_error_handlers
+from web.middleware import with_request_context
+from web.openapi import ApiOpenAPIProvider
+from web.state import ApiState, install
+
+
+class ApiApp(Quart):
+    """Quart with the request-id and timing layer around every HTTP request."""
+
+    async def __call__(
+        self, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
+    ) -> None:
+        await with_request_context(super().__call__, scope, receive, send)
+
+
+def create_app(runtime: Runtime, settings: Settings) -> Quart:
+    """A Quart app serving the API for ``runtime``.
+
+    Routes: ``/api/v1/...`` (see ``web.api``), ``/openapi.json``, ``/docs`` (Swagger UI) and
+    ``/redoc``. Bodies above ``settings.max_body_bytes`` are refused with 413, whether the
+    client announced their length or not.
+    """
+    app = ApiApp(__name__, static_folder=None)
+    app.config.update(
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
+        PROPAGATE_EXCEPTIONS=False,  # even in testing: unexpected errors get the envelope
+    )
+    app.url_map.merge_slashes = False  # `//` would redirect with an HTML body; a 404 is clearer
+    install(app, ApiState(runtime=runtime, settings=settings))
+    QuartSchema(
+        app,
+        info=Info(
+            title=API_NAME,
+            version=taskflow.__version__,
+            description="Submit jobs, follow them, cancel them, and replay dead letters.",
+        ),
+        openapi_path="/openapi.json",
+        swagger_ui_path="/docs",
+        redoc_ui_path="/redoc",
+        scalar_ui_path=None,
+        conversion_preference="msgspec",
+        openapi_provider_class=ApiOpenAPIProvider,
+    )
+    register_error_handlers(app)
+    app.register_blueprint(api)
+    return app

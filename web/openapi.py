@@ -1,0 +1,30 @@
+"""The OpenAPI document: quart-schema's, completed.
+
+quart-schema (0.25) with msgspec models inlines each documented struct but drops the structs
+nested in it, so ``$ref``s such as ``#/components/schemas/JobOut`` would dangle. This provider
+adds every component and trims the operation descriptions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from quart_schema import OpenAPIProvider
+
+from web.schemas import DOCUMENTED
+
+REF_TEMPLATE = "#/components/schemas/{name}"
+
+
+class ApiOpenAPIProvider(OpenAPIProvider):
+    def schema(self) -> dict[str, Any]:
+        document = super().schema()
+        _, components = msgspec.json.schema_components(DOCUMENTED, ref_template=REF_TEMPLATE)
+        document["components"]["schemas"].update(components)
+        for path_item in document["paths"].values():
+            for operation in path_item.values():
+                description = operation.get("description")
+                if isinstance(description, str):
+                    operation["description"] = description.strip()
+        return document

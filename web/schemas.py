@@ -1,0 +1,266 @@
+"""The API's wire types: what responses are encoded from, and what the OpenAPI document shows.
+
+Responses are built from these structs and encoded by msgspec, so the document and the real
+bodies cannot drift apart. Request bodies are parsed by ``web.parsing`` (it accepts snake_case
+and camelCase keys); the request structs here only document them.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from taskflow.jobs import Job, JobError, JobStatus
+
+Status = Literal["pending", "scheduled", "in_progress", "completed", "failed", "cancelled"]
+
+# ------------------------------------------------------------------ requests (documentation)
+
+
+class SubmitItem(msgspec.Struct, forbid_unknown_fields=True):
+    """One job of a batch: its payload."""
+
+    payload: dict[str, Any]
+
+
+class SubmitRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """A batch of jobs of one task type. Every key is also accepted in camelCase
+    (``taskType``, ``queueName``, ``delaySeconds``, ``maxAttempts``, ``timeoutSeconds``)."""
+
+    task_type: str
+    data: Annotated[list[SubmitItem], msgspec.Meta(min_length=1)]
+    queue_name: str | None = None
+    priority: Annotated[int, msgspec.Meta(ge=0, le=9)] | None = None
+    delay_seconds: Annotated[float, msgspec.Meta(ge=0)] | None = None
+    max_attempts: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+
+class SubmitHeaders(msgspec.Struct):
+    """Optional request headers of ``POST /api/v1/jobs``."""
+
+    idempotency_key: str | None = None
+    x_request_id: str | None = None
+
+
+class ListJobsQuery(msgspec.Struct):
+    """Filters and paging of ``GET /api/v1/jobs`` (newest first)."""
+
+    status: Status | None = None
+    task_type: str | None = None
+    queue_name: str | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 10
+    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+    cursor: str | None = None
+
+
+class PageQuery(msgspec.Struct):
+    """Paging of ``GET /api/v1/dlq`` (newest first)."""
+
+    limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 10
+    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+
+
+class ReplayAllQuery(msgspec.Struct):
+    """Optionally replay only the dead letters of one task type."""
+
+    task_type: str | None = None
+
+
+# ------------------------------------------------------------------ responses
+
+
+class SubmitResponse(msgspec.Struct, rename="camel"):
+    """The ids of the stored jobs, in the order of ``data``."""
+
+    task_ids: list[str]
+    number_of_messages: int
+    status: Literal["pending", "scheduled"]
+    message: str
+
+
+class JobErrorOut(msgspec.Struct):
+    """Why an attempt failed; ``reason`` says why a job was dead-lettered."""
+
+    code: str
+    message: str
+    type: str | None
+    reason: str | None
+
+
+class JobOut(msgspec.Struct, rename="camel"):
+    """A job. Times are ISO-8601 UTC; ``taskId`` repeats ``id`` for seed clients."""
+
+    id: str
+    task_id: str
+    task_type: str
+    queue_name: str
+    payload: dict[str, Any]
+    status: Status
+    priority: int
+    attempts: int
+    max_attempts: int
+    progress: float
+    progress_message: str | None
+    result: Any
+    error: JobErrorOut | None
+    in_dlq: bool
+    has_logs: bool
+    cancel_requested: bool
+    replay_count: int
+    original_error: JobErrorOut | None
+    run_at: datetime | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+
+class JobPage(msgspec.Struct, rename="camel"):
+    """A page of jobs, newest first. Pass ``nextCursor`` as ``cursor`` for the next page;
+    it is null on the last page. There is no ``total``: counting is not cheap on a big store."""
+
+    limit: int
+    offset: int
+    tasks: list[JobOut]
+    next_cursor: str | None
+
+
+class DeadLetterPage(msgspec.Struct, rename="camel"):
+    """A page of dead letters (failed jobs), newest first; ``nextOffset`` is null at the end."""
+
+    limit: int
+    offset: int
+    tasks: list[JobOut]
+    next_offset: int | None
+
+
+class ReplayOneResponse(msgspec.Struct, rename="camel"):
+    """The dead letter, replayed: pending again with a new attempt series."""
+
+    success: bool
+    task_id: str
+    job: JobOut
+
+
+class ReplayAllResponse(msgspec.Struct):
+    """How many dead letters were replayed (0 when there were none)."""
+
+    replayed: int
+
+
+class HealthResponse(msgspec.Struct):
+    """Every dependency answered its probe."""
+
+    name: str
+    status: Literal["ok"]
+    version: str
+    checks: dict[str, str]
+
+
+class MetricsResponse(msgspec.Struct):
+    """The metrics actor's latest snapshot (``MetricsSnapshot.to_dict()``); keys are snake_case
+    because ``tasks`` and ``actors`` are keyed by task and actor names."""
+
+    at: float
+    jobs_by_status: dict[str, int]
+    tasks: dict[str, dict[str, Any]]
+    totals: dict[str, Any]
+    throughput_1s: float
+    throughput_60s: float
+    failures_1s: float
+    failures_60s: float
+    queue_wait: dict[str, Any]
+    run_time: dict[str, Any]
+    end_to_end: dict[str, Any]
+    in_flight: int
+    executor_utilisation: float
+    actor_restarts: dict[str, int]
+    actors: dict[str, dict[str, Any]]
+    events_dropped: int
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    """``code`` is stable and meant for programs; ``message`` is for people."""
+
+    code: str
+    message: str
+    details: dict[str, Any] | None = None
+
+
+class ErrorEnvelope(msgspec.Struct, kw_only=True):
+    """Every error response has this shape."""
+
+    status: Literal["error"] = "error"
+    error: ErrorBody
+    request_id: str
+    path: str
+
+
+DOCUMENTED: tuple[type[msgspec.Struct], ...] = (
+    SubmitItem,
+    SubmitRequest,
+    SubmitResponse,
+    JobErrorOut,
+    JobOut,
+    JobPage,
+    DeadLetterPage,
+    ReplayOneResponse,
+    ReplayAllResponse,
+    HealthResponse,
+    MetricsResponse,
+    ErrorBody,
+    ErrorEnvelope,
+)
+"""Every struct a route documents; their nested structs become OpenAPI components."""
+
+
+# ------------------------------------------------------------------ conversions
+
+
+def timestamp(seconds: float | None) -> datetime | None:
+    """Epoch seconds as an aware UTC datetime (clamped to what ``datetime`` can hold)."""
+    if seconds is None or math.isnan(seconds):
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return datetime.max.replace(tzinfo=UTC) if seconds > 0 else datetime.min.replace(tzinfo=UTC)
+
+
+def job_error_out(error: JobError | None) -> JobErrorOut | None:
+    if error is None:
+        return None
+    return JobErrorOut(code=error.code, message=error.message, type=error.type, reason=error.reason)
+
+
+def job_out(job: Job) -> JobOut:
+    epoch = datetime.fromtimestamp(0, tz=UTC)
+    return JobOut(
+        id=job.id,
+        task_id=job.id,
+        task_type=job.task,
+        queue_name=job.queue,
+        payload=job.payload,
+        status=JobStatus(job.status).value,
+        priority=job.priority,
+        attempts=job.attempts,
+        max_attempts=job.max_attempts,
+        progress=job.progress,
+        progress_message=job.progress_message,
+        result=job.result,
+        error=job_error_out(job.error),
+        in_dlq=job.in_dlq,
+        has_logs=False,
+        cancel_requested=job.cancel_requested,
+        replay_count=job.replay_count,
+        original_error=job_error_out(job.original_error),
+        run_at=timestamp(job.run_at),
+        created_at=timestamp(job.created_at) or epoch,
+        started_at=timestamp(job.started_at),
+        finished_at=timestamp(job.finished_at),
+        updated_at=timestamp(job.updated_at) or epoch,
+    )

@@ -1,0 +1,31 @@
+"""What a request handler reaches through the app: the runtime and the settings.
+
+Stored on the app instance by ``create_app`` (no module-level singletons).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from quart import Quart, current_app
+
+from taskflow.config import Settings
+from taskflow.main import Runtime
+
+EXTENSION_KEY = "taskflow"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ApiState:
+    runtime: Runtime
+    settings: Settings
+
+
+def install(app: Quart, state: ApiState) -> None:
+    app.extensions[EXTENSION_KEY] = state
+
+
+def current_state() -> ApiState:
+    state = current_app.extensions[EXTENSION_KEY]
+    assert isinstance(state, ApiState)
+    return state
