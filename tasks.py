@@ -45,7 +45,26 @@ def fmt(c: Context) -> None:
     c.run(f"{PY} -m ruff check --fix .")
 
 
+@task(help={"rollback": "roll back the last N migrations instead", "show": "list applied ones"})
+def migrate(c: Context, rollback: int = 0, show: bool = False) -> None:
+    """Apply pending database migrations (TASKFLOW_DATABASE_URL, or the embedded server)."""
+    flags = " --list" if show else (f" --rollback {rollback}" if rollback else "")
+    c.run(f"{PY} -m taskflow migrate{flags}")
+
+
+@task(help={"host": "bind address", "port": "port"})
+def up(c: Context, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run TaskFlow in one process on the embedded defaults (`taskflow up`)."""
+    c.run(f"{PY} -m taskflow up --host {host} --port {port}", pty=True)
+
+
 @task(help={"jobs": "how many no-op jobs", "concurrency": "executors"})
 def bench(c: Context, jobs: int = 20000, concurrency: int = 64) -> None:
     """In-memory throughput benchmark (perf/bench_embedded.py) on asyncio and trio."""
     c.run(f"{PY} perf/bench_embedded.py --jobs {jobs} --concurrency {concurrency}")
+
+
+@task
+def bench_http(c: Context) -> None:
+    """HTTP submit throughput and end-to-end latency of `taskflow up` (perf/bench_http.py)."""
+    c.run(f"{PY} perf/bench_http.py")

@@ -29,7 +29,7 @@ from taskflow.jobs import ACTIVE, TERMINAL, Job, JobStatus
 from taskflow.log import get_logger
 from taskflow.memory import MemoryEventBus, MemoryJobStore, MemoryLogStore, MemoryTransport
 from taskflow.messages import CancelRequested, JobCancelled, NewJob, SubmitJobs
-from taskflow.ports import JobQuery
+from taskflow.ports import Inserted, JobQuery
 from taskflow.registry import TaskRegistry
 from taskflow.supervisor import ChildSpec, RestartPolicy
 
@@ -77,13 +77,20 @@ class Runtime:
     async def submit_many(
         self, jobs: Sequence[NewJob], *, idempotency_key: str | None = None
     ) -> list[str]:
+        inserted = await self.submit_batch(jobs, idempotency_key=idempotency_key)
+        return list(inserted.job_ids)
+
+    async def submit_batch(
+        self, jobs: Sequence[NewJob], *, idempotency_key: str | None = None
+    ) -> Inserted:
+        """Submit a batch; ``Inserted.replayed`` says the key matched an earlier identical
+        request (answered with its jobs, nothing new stored)."""
         command = SubmitJobs(
             jobs=tuple(jobs),
             idempotency_key=idempotency_key,
             request_hash=request_hash(jobs) if idempotency_key else None,
         )
-        inserted = await self.tree.ingest.submit(command)
-        return list(inserted.job_ids)
+        return await self.tree.ingest.submit(command)
 
     async def get(self, job_id: str) -> Job:
         """Raises ``JobNotFound``."""

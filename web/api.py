@@ -15,8 +15,8 @@ from quart_schema import document_headers, document_querystring, document_reques
 from quart_schema import document_response as documented
 
 import taskflow
-from taskflow.main import Runtime, request_hash
-from taskflow.messages import NewJob, SubmitJobs
+from taskflow.main import Runtime
+from taskflow.messages import NewJob
 from web.middleware import log
 from web.parsing import (
     decode_json,
@@ -120,11 +120,7 @@ async def submit_jobs() -> Response:
 async def _submit(runtime: Runtime, jobs: list[NewJob], key: str | None) -> tuple[list[str], bool]:
     """Store the jobs; ``(ids, replayed)``, where ``replayed`` means the key matched an earlier
     identical request (the store checks and inserts atomically, so racing duplicates agree)."""
-    if key is None:
-        return await runtime.submit_many(jobs), False
-    # Runtime.submit_many does not say whether the key matched: ask ingest for ``Inserted``.
-    command = SubmitJobs(jobs=tuple(jobs), idempotency_key=key, request_hash=request_hash(jobs))
-    inserted = await runtime.tree.ingest.submit(command)
+    inserted = await runtime.submit_batch(jobs, idempotency_key=key)
     return list(inserted.job_ids), inserted.replayed
 
 

@@ -87,14 +87,14 @@ class MemoryTransport:
         self._changed = _Notifier()
         self.dead_lettered: list[tuple[str, bytes]] = []
         self.published = 0
-        self.fail_publish: Exception | None = None
-        """Set to make the next publishes fail (fault injection for tests)."""
+        self.outage: Exception | None = None
+        """Fault injection: while set, ``publish`` and ``check`` fail as a broker outage would."""
 
     # ------------------------------------------------------------ port
 
     async def publish(self, messages: Sequence[JobMessage]) -> None:
-        if self.fail_publish is not None:
-            raise TransportError(f"publish failed: {self.fail_publish}") from self.fail_publish
+        if self.outage is not None:
+            raise TransportError(f"publish failed: {self.outage}") from self.outage
         for message in messages:
             self.publish_raw(message.queue, encode(message), priority=message.priority)
         await anyio.lowlevel.checkpoint()
@@ -134,6 +134,8 @@ class MemoryTransport:
 
     async def check(self) -> None:
         await anyio.lowlevel.checkpoint()
+        if self.outage is not None:
+            raise TransportError(f"transport unavailable: {self.outage}") from self.outage
 
     # ------------------------------------------------------------ inspection
 

@@ -292,7 +292,7 @@ async def test_a_publish_failure_after_the_commit_is_accepted_and_left_to_the_ou
     """Invariant 1: once the rows are committed the submission is accepted; the publish that
     failed is the outbox's to redo (the reaper's sweep, tested in test_reaper.py)."""
     async with running_ingest() as h, h.bus.subscribe() as events:
-        h.transport.fail_publish = RuntimeError("down")
+        h.transport.outage = RuntimeError("down")
         with anyio.fail_after(5):
             inserted = await h.ingest.submit(one())
         (job_id,) = inserted.job_ids
@@ -308,7 +308,7 @@ async def test_a_publish_failure_after_the_commit_is_accepted_and_left_to_the_ou
         command = SubmitJobs(jobs=(NewJob(task="echo"),), idempotency_key="k", request_hash="h")
         with anyio.fail_after(5):
             first = await h.ingest.submit(command)
-        h.transport.fail_publish = None
+        h.transport.outage = None
         with anyio.fail_after(5):
             again = await h.ingest.submit(command)
         assert again.replayed and again.job_ids == first.job_ids

@@ -14,9 +14,13 @@ import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
+from actors.tree import Resources, TreeConfig
 from taskflow import JobContext, RetryPolicy, TaskRegistry
+from taskflow.clock import WallClock
 from taskflow.config import Settings
-from taskflow.main import Runtime
+from taskflow.main import Runtime, open_runtime
+from taskflow.memory import MemoryEventBus, MemoryLogStore, MemoryTransport
+from taskflow.postgres import open_store
 from taskflow.testing import embedded
 from web.app import create_app
 
@@ -56,16 +60,33 @@ def settings() -> Settings:
     return Settings(queues=("default", "other"), max_batch=50, max_body_bytes=64 * 1024)
 
 
-@pytest.fixture
-async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    async with embedded(
-        make_registry(),
-        concurrency=4,
-        queues=settings.queues,
-        shutdown_grace=0.5,
-        promote_interval=0.05,
-    ) as tf:
-        yield tf
+@pytest.fixture(params=["memory", "postgres"])
+async def runtime(request: pytest.FixtureRequest, settings: Settings) -> AsyncIterator[Runtime]:
+    """The runtime behind the app: in memory, and on PostgreSQL (a fresh migrated database)."""
+    if request.param == "memory":
+        async with embedded(
+            make_registry(),
+            concurrency=4,
+            queues=settings.queues,
+            shutdown_grace=0.5,
+            promote_interval=0.05,
+        ) as tf:
+            yield tf
+        return
+    async with open_store(request.getfixturevalue("pg_url")) as store:
+        resources = Resources(
+            store=store,
+            queries=store,
+            transport=MemoryTransport(),
+            events=MemoryEventBus(),
+            logs=MemoryLogStore(),
+            clock=WallClock(),
+        )
+        config = TreeConfig(
+            concurrency=4, queues=settings.queues, shutdown_grace=0.5, promote_interval=0.05
+        )
+        async with open_runtime(make_registry(), resources, config) as rt:
+            yield rt
 
 
 @pytest.fixture

@@ -25,6 +25,7 @@ from taskflow.errors import (
     ValidationError,
 )
 from taskflow.main import Runtime
+from taskflow.memory import MemoryTransport
 from tests.web.helpers import Client, assert_error, submit, terminal, wait_all
 from web.middleware import with_request_context
 from web.schemas import MetricsResponse
@@ -45,13 +46,10 @@ async def test_health_probes_every_dependency(client: Client) -> None:
     assert response.headers["X-Request-ID"]
 
 
-async def test_health_is_503_naming_the_failed_dependency(
-    client: Client, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async def broken() -> None:
-        raise TransportError("broker at amqp://secret@host refused the connection")
-
-    monkeypatch.setattr(runtime.resources.transport, "check", broken)
+async def test_health_is_503_naming_the_failed_dependency(client: Client, runtime: Runtime) -> None:
+    transport = runtime.resources.transport
+    assert isinstance(transport, MemoryTransport)
+    transport.outage = ConnectionError("broker at amqp://secret@host refused the connection")
     with capture_logs() as logs:
         response = await client.get("/api/v1/health")
     body = await assert_error(response, 503, "unavailable", path="/api/v1/health")
@@ -218,13 +216,8 @@ async def test_taskflow_errors_map_by_code(
         assert body["error"]["details"]["fields"] == [{"field": "priority", "message": "bad"}]
 
 
-async def test_shutting_down_on_submit_is_503(
-    client: Client, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async def closed(*args: Any, **kwargs: Any) -> Any:
-        raise ShuttingDown()
-
-    monkeypatch.setattr(runtime, "submit_many", closed)
+async def test_shutting_down_on_submit_is_503(client: Client, runtime: Runtime) -> None:
+    await runtime.tree.ingest.stop()  # what a graceful shutdown does first
     response = await client.post(
         "/api/v1/jobs", json={"task_type": "echo", "data": [{"payload": {}}]}
     )
