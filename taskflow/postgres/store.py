@@ -15,7 +15,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 import psycopg
@@ -127,12 +127,18 @@ class PostgresJobStore:
     # ------------------------------------------------------------ plumbing
 
     @asynccontextmanager
-    async def _tx(self) -> AsyncIterator[psycopg.AsyncConnection[Row]]:
-        """A transaction, shielded from outer cancellation, bounded by ``timeout``."""
+    async def _tx(self, *, transaction: bool = True) -> AsyncIterator[Conn]:
+        """A connection (in a transaction unless the body is one statement: the pool's
+        connections autocommit), shielded from outer cancellation, bounded by ``timeout``."""
         with anyio.CancelScope(shield=True), anyio.fail_after(self.timeout):
             try:
-                async with self.pool.connection() as conn, conn.transaction():
-                    yield conn  # type: ignore[misc]
+                async with self.pool.connection() as raw:
+                    conn = cast(Conn, raw)  # the pool's connections use dict_row
+                    if transaction:
+                        async with conn.transaction():
+                            yield conn
+                    else:
+                        yield conn
             except TaskflowError:
                 raise
             except psycopg.Error as exc:
@@ -140,12 +146,12 @@ class PostgresJobStore:
             except TimeoutError as exc:
                 raise StoreError(f"database call exceeded {self.timeout} s") from exc
 
-    async def _run(self, body: Callable[[Conn], Awaitable[T]]) -> T:
-        """Run ``body`` in a transaction; a deadlock or serialization failure rolled the
-        whole transaction back, so it is retried (a few times, with jitter)."""
+    async def _run(self, body: Callable[[Conn], Awaitable[T]], *, transaction: bool = True) -> T:
+        """Run ``body`` (in a transaction unless it is a single statement); a deadlock or
+        serialization failure rolled it all back, so it is retried (a few times, with jitter)."""
         for attempt in range(1, _RETRIES + 1):
             try:
-                async with self._tx() as conn:
+                async with self._tx(transaction=transaction) as conn:
                     return await body(conn)
             except StoreError as exc:
                 if attempt == _RETRIES or not isinstance(exc.__cause__, _RETRYABLE):
@@ -160,7 +166,7 @@ class PostgresJobStore:
             cur = await conn.execute(self._sql[name], params, prepare=prepare)
             return await cur.fetchall() if cur.description else []
 
-        return await self._run(body)
+        return await self._run(body, transaction=False)  # one statement: atomic on its own
 
     # ------------------------------------------------------------ writes
 
@@ -217,7 +223,7 @@ class PostgresJobStore:
             )
             return Inserted(job_ids=tuple(ids))
 
-        return await self._run(body)
+        return await self._run(body, transaction=idempotency_key is not None)
 
     async def claim(
         self, job_ids: Sequence[str], *, owner: str, now: float, lease_until: float
@@ -252,7 +258,7 @@ class PostgresJobStore:
                     applied[(str(row["id"]), kind)] = _job(row)
             return applied
 
-        applied = await self._run(body)
+        applied = await self._run(body, transaction=len(groups) > 1)
         return [applied.get((c.job_id, type(c))) for c in changes]
 
     async def promote_due(self, *, now: float, limit: int) -> list[Job]:
