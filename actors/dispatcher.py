@@ -11,9 +11,10 @@ from anyio.streams.memory import MemoryObjectSendStream
 from actors.persist import persist
 from taskflow.clock import Clock
 from taskflow.codec import DecodeError, decode
+from taskflow.errors import JobNotFound
 from taskflow.log import get_logger
 from taskflow.messages import JobMessage, RunJob
-from taskflow.ports import Deliveries, Delivery, JobStore, Transport
+from taskflow.ports import DeadMessage, Deliveries, Delivery, JobQueries, JobStore, Transport
 from taskflow.streams import receive_batch
 
 log = get_logger("taskflow.dispatcher")
@@ -33,13 +34,16 @@ class Dispatcher:
     """Claim delivered jobs in batches and hand them to the executor pool.
 
     Inputs: Deliveries from the transport. Outputs: RunJob (to the executor pool); acks for
-    deliveries that must not run; nacks (dead-letter) for messages that cannot be decoded.
+    deliveries that must not run; for a message that cannot be decoded, is not a job
+    reference, or names no stored job: a DeadMessage with the reason, then a nack to the
+    transport's dead-letter queue (nothing is dropped silently).
     Restart: permanent. State: none; a delivery is settled by whoever stores its outcome.
     """
 
     deliveries: Deliveries
     runs: MemoryObjectSendStream[RunJob]
     store: JobStore
+    queries: JobQueries
     transport: Transport
     clock: Clock
     owner: str
@@ -69,6 +73,33 @@ class Dispatcher:
         if self._scope is not None:
             self._scope.cancel()
 
+    async def _exists(self, job_id: str) -> bool:
+        try:
+            await persist("get", lambda: self.queries.get(job_id))
+        except JobNotFound:
+            return False
+        return True
+
+    async def _dead_letter(self, poison: list[tuple[Delivery, str]], now: float) -> None:
+        """Keep each message with its reason, then reject it to the dead-letter queue."""
+        if not poison:
+            return
+        for delivery, reason in poison:
+            log.error("poison_message", queue=delivery.queue, reason=reason)
+        records = [
+            DeadMessage(
+                queue=d.queue,
+                body=d.body[:4096].decode("utf-8", errors="replace"),
+                reason=reason,
+                at=now,
+            )
+            for d, reason in poison
+        ]
+        await persist("record_dead_messages", lambda: self.store.record_dead_messages(records))
+        self._stats["poison"] += len(poison)
+        tags = [d.tag for d, _ in poison]
+        await persist("nack", lambda: self.transport.nack(tags, requeue=False))
+
     def statistics(self) -> DispatcherStats:
         return DispatcherStats(**self._stats)
 
@@ -80,34 +111,40 @@ class Dispatcher:
 
     async def _dispatch(self, batch: list[Delivery]) -> None:
         self._stats["delivered"] += len(batch)
-        tags: dict[str, list[int]] = {}
-        poison: list[int] = []
+        now = self.clock.now()
+        tags: dict[str, list[int]] = {}  # job id -> its deliveries in this batch
+        poison: list[tuple[Delivery, str]] = []
         for delivery in batch:
             try:
                 message = decode(delivery.body)
                 if not isinstance(message, JobMessage):
                     raise DecodeError(f"expected JobMessage, got {type(message).__name__}")
             except DecodeError as exc:
-                log.error("poison_message", queue=delivery.queue, reason=exc.message)
-                poison.append(delivery.tag)
+                poison.append((delivery, f"{exc.code}: {exc.message}"))
                 continue
             tags.setdefault(message.job_id, []).append(delivery.tag)
-        if poison:
-            self._stats["poison"] += len(poison)
-            await persist("nack", lambda: self.transport.nack(poison, requeue=False))
-        if not tags:
-            return
-        now = self.clock.now()
-        claimed = await persist(
-            "claim",
-            lambda: self.store.claim(
-                list(tags), owner=self.owner, now=now, lease_until=now + self.lease
-            ),
-        )
-        # A job delivered twice in one batch runs once; the extra delivery is acked.
-        skip = [t for job_id, ts in tags.items() for t in ts[1:]]
+        claimed = []
+        if tags:
+            claimed = await persist(
+                "claim",
+                lambda: self.store.claim(
+                    list(tags), owner=self.owner, now=now, lease_until=now + self.lease
+                ),
+            )
+        # A job delivered twice in one batch runs once; the extra deliveries are acked. A job
+        # that cannot be claimed is done, cancelled or running elsewhere (acked), or unknown.
         claimed_ids = {job.id for job in claimed}
-        skip += [ts[0] for job_id, ts in tags.items() if job_id not in claimed_ids]
+        by_tag = {d.tag: d for d in batch}
+        skip: list[int] = []
+        for job_id, job_tags in tags.items():
+            if job_id in claimed_ids:
+                skip += job_tags[1:]
+            elif await self._exists(job_id):
+                skip += job_tags
+            else:
+                reason = f"unknown_job: no job {job_id!r} is stored"
+                poison += [(by_tag[t], reason) for t in job_tags]
+        await self._dead_letter(poison, now)
         if skip:
             self._stats["skipped"] += len(skip)
             await persist("ack", lambda: self.transport.ack(skip))

@@ -25,6 +25,7 @@ from taskflow.messages import (
     JobStarted,
     JobSubmitted,
     JobSucceeded,
+    WorkerHeartbeat,
 )
 from taskflow.ports.events import EventBus
 from taskflow.ports.store import JobQueries
@@ -94,6 +95,9 @@ class MetricsSnapshot:
     actor_restarts: Mapping[str, int]
     actors: Mapping[str, Mapping[str, Any]]
     events_dropped: int
+    workers: Mapping[str, WorkerView] = field(default_factory=dict)
+    """Every worker heard from in the cluster (by its heartbeats), online or not."""
+    workers_online: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dicts, lists, strings and numbers: ready for ``json.dumps``."""
@@ -119,6 +123,20 @@ def _as_dict(value: Any) -> dict[str, Any]:
     if not isinstance(plain, dict):
         raise TypeError(f"expected a dataclass or a mapping, got {type(value).__name__}")
     return plain
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerView:
+    """One worker as its heartbeats describe it."""
+
+    online: bool
+    last_seen: float
+    queues: tuple[str, ...]
+    capacity: int
+    busy: int
+    finished: int
+    throughput: float
+    """Attempts finished per second between its last two heartbeats."""
 
 
 class ExecutorLoad(Protocol):
@@ -175,6 +193,10 @@ class MetricsCollector:
     _events_seen: int = field(default=0, init=False)
     _refresh_failures: int = field(default=0, init=False)
     _inbox: ObjectReceiveStream[Event] | None = field(default=None, init=False)
+    _workers: dict[str, tuple[WorkerHeartbeat, float, float]] = field(
+        default_factory=dict, init=False
+    )
+    """worker id -> (last heartbeat, monotonic time it arrived, throughput)."""
 
     async def run(self, *, task_status: TaskStatus[None] = TASK_STATUS_IGNORED) -> None:
         async with self.events.subscribe(buffer=4096) as inbox:
@@ -216,6 +238,9 @@ class MetricsCollector:
 
     def _count(self, event: Event) -> None:
         self._events_seen += 1
+        if isinstance(event, WorkerHeartbeat):
+            self._heard(event)
+            return
         match event:
             case JobSubmitted(job_id=job_id, task=task):
                 self._learn(job_id, task).submitted += 1
@@ -289,7 +314,32 @@ class MetricsCollector:
             actor_restarts=dict(self.restarts()) if self.restarts is not None else {},
             actors={name: _as_dict(stats()) for name, stats in self.statistics_sources.items()},
             events_dropped=int(getattr(self.events, "dropped", 0)),
+            workers=(workers := self._worker_views(mono)),
+            workers_online=sum(w.online for w in workers.values()),
         )
+
+    def _heard(self, beat: WorkerHeartbeat) -> None:
+        previous = self._workers.get(beat.worker_id)
+        throughput = 0.0
+        if previous is not None:
+            last, _, throughput = previous
+            if beat.at > last.at and beat.finished >= last.finished:
+                throughput = (beat.finished - last.finished) / (beat.at - last.at)
+        self._workers[beat.worker_id] = (beat, self.monotonic(), throughput)
+
+    def _worker_views(self, mono: float) -> dict[str, WorkerView]:
+        return {
+            worker_id: WorkerView(
+                online=mono - seen <= 3 * beat.interval,
+                last_seen=beat.at,
+                queues=beat.queues,
+                capacity=beat.capacity,
+                busy=beat.busy,
+                finished=beat.finished,
+                throughput=throughput,
+            )
+            for worker_id, (beat, seen, throughput) in sorted(self._workers.items())
+        }
 
     def statistics(self) -> MetricsStats:
         return MetricsStats(events_seen=self._events_seen, refresh_failures=self._refresh_failures)

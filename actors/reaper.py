@@ -77,7 +77,9 @@ class Reaper:
         # The outbox: pending rows never confirmed by the transport (a crash or a transport
         # failure between commit and publish), left alone for ``outbox_grace`` seconds so a
         # publish in flight is not duplicated needlessly.
-        lost = await self.store.unpublished(before=now - self.outbox_grace, limit=self.batch)
+        lost = await self.store.unpublished(
+            before=now - self.outbox_grace, now=now, limit=self.batch
+        )
         if lost:
             await publish_jobs(self.transport, self.store, lost)
             log.warning("outbox_republished", jobs=len(lost))

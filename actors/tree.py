@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import anyio
@@ -24,13 +24,14 @@ import anyio
 from actors.dispatcher import Dispatcher
 from actors.dlq import DlqKeeper
 from actors.executor import ExecutorPool
+from actors.heartbeat import Heartbeat
 from actors.ingest import Ingest, Submission
 from actors.metrics import MetricsCollector
 from actors.reaper import Reaper
 from actors.retrier import Retrier
 from taskflow.clock import Clock
 from taskflow.messages import DeadLetterJob, JobFailed, RunJob
-from taskflow.ports import EventBus, JobQueries, JobStore, LogStore, Transport
+from taskflow.ports import Delivery, EventBus, JobQueries, JobStore, LogStore, Transport
 from taskflow.registry import TaskRegistry
 from taskflow.supervisor import ChildSpec, RestartPolicy, Supervisor
 
@@ -45,6 +46,20 @@ class Resources:
     events: EventBus
     logs: LogStore
     clock: Clock
+
+
+API, WORKER = "api", "worker"
+
+
+class _NoDeliveries:
+    """What an API-only process consumes: nothing (it never starts a dispatcher)."""
+
+    async def receive(self) -> Delivery:
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    def receive_nowait(self) -> Delivery:
+        raise anyio.WouldBlock
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -62,6 +77,10 @@ class TreeConfig:
     metrics_interval: float = 1.0
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     seed: int | None = None
+    roles: frozenset[str] = frozenset({API, WORKER})
+    """``api`` runs ingest (and the web edge); ``worker`` runs dispatcher, executors,
+    retrier, DLQ keeper, reaper and heartbeat; both run the metrics collector."""
+    heartbeat_interval: float = 2.0
 
 
 @dataclass(slots=True, kw_only=True)
@@ -102,7 +121,11 @@ async def open_tree(
         failures,
         dead_send,
         dead,
-        res.transport.consume(cfg.queues, prefetch=cfg.concurrency) as deliveries,
+        (
+            res.transport.consume(cfg.queues, prefetch=cfg.concurrency)
+            if WORKER in cfg.roles
+            else nullcontext(_NoDeliveries())
+        ) as deliveries,
     ):
         dlq = DlqKeeper(
             inbox=dead,
@@ -138,6 +161,7 @@ async def open_tree(
         )
         dispatcher = Dispatcher(
             deliveries=deliveries,
+            queries=res.queries,
             runs=runs_send,
             owner=cfg.owner,
             lease=cfg.lease,
@@ -181,17 +205,29 @@ async def open_tree(
             refresh_interval=cfg.metrics_interval,
             now=res.clock.now,
         )
-        children = [
-            ChildSpec(id="metrics", run=metrics.run),
-            ChildSpec(id="dlq", run=dlq.run),
-            ChildSpec(id="retrier", run=retrier.run),
-            ChildSpec(id="executor", run=pool.run, stop=pool.stop, grace=cfg.shutdown_grace),
-            ChildSpec(
-                id="dispatcher", run=dispatcher.run, stop=dispatcher.stop, grace=cfg.shutdown_grace
+        heartbeat = Heartbeat(
+            events=res.events,
+            clock=res.clock,
+            worker_id=cfg.owner,
+            queues=cfg.queues,
+            executor=pool.statistics,
+            interval=cfg.heartbeat_interval,
+        )
+        grace = cfg.shutdown_grace
+        by_role = [
+            (ChildSpec(id="metrics", run=metrics.run), {API, WORKER}),
+            (ChildSpec(id="dlq", run=dlq.run), {WORKER}),
+            (ChildSpec(id="retrier", run=retrier.run), {WORKER}),
+            (ChildSpec(id="executor", run=pool.run, stop=pool.stop, grace=grace), {WORKER}),
+            (
+                ChildSpec(id="dispatcher", run=dispatcher.run, stop=dispatcher.stop, grace=grace),
+                {WORKER},
             ),
-            ChildSpec(id="reaper", run=reaper.run),
-            ChildSpec(id="ingest", run=ingest.run, stop=ingest.stop, grace=cfg.shutdown_grace),
+            (ChildSpec(id="reaper", run=reaper.run), {WORKER}),
+            (ChildSpec(id="heartbeat", run=heartbeat.run), {WORKER}),
+            (ChildSpec(id="ingest", run=ingest.run, stop=ingest.stop, grace=grace), {API}),
         ]
+        children = [spec for spec, roles in by_role if roles & cfg.roles]
         tree = Tree(
             ingest=ingest,
             dispatcher=dispatcher,
@@ -201,7 +237,8 @@ async def open_tree(
             reaper=reaper,
             metrics=metrics,
         )
-        children += edge(tree) if edge else ()
+        if edge and API in cfg.roles:
+            children += edge(tree)
         supervisor = tree.supervisor = Supervisor(children, policy=cfg.restart, name="taskflow")
         async with anyio.create_task_group() as tg:
             tree.force_stop = tg.cancel_scope.cancel

@@ -46,6 +46,15 @@ CREATE INDEX taskflow_jobs_unpublished ON taskflow_jobs (updated_at)
 CREATE INDEX taskflow_jobs_finished ON taskflow_jobs (finished_at)
     WHERE status IN ('completed', 'failed', 'cancelled');
 
+-- Transport messages that named no job we could run (undecodable, unknown job), with why.
+CREATE TABLE taskflow_dead_messages (
+    id         bigserial PRIMARY KEY,
+    queue      text NOT NULL,
+    body       text NOT NULL,
+    reason     text NOT NULL,
+    created_at timestamptz NOT NULL
+);
+
 CREATE TABLE taskflow_idempotency_keys (
     key          text PRIMARY KEY,
     request_hash text,

@@ -23,6 +23,17 @@ def parser() -> argparse.ArgumentParser:
     up.add_argument("--host", help="bind address (default TASKFLOW_HOST or 127.0.0.1)")
     up.add_argument("--port", type=int, help="port (default TASKFLOW_PORT or 8000)")
     up.add_argument("--concurrency", type=int, help="executors (default TASKFLOW_CONCURRENCY)")
+    api = sub.add_parser("api", help="web + ingest (needs TASKFLOW_AMQP_URL)")
+    api.add_argument("--host", help="bind address (default TASKFLOW_HOST or 127.0.0.1)")
+    api.add_argument("--port", type=int, help="port (default TASKFLOW_PORT or 8000)")
+    worker = sub.add_parser(
+        "worker",
+        help="dispatcher, executors, retrier, DLQ keeper, reaper (needs TASKFLOW_AMQP_URL)",
+    )
+    worker.add_argument("--concurrency", type=int, help="executors (default TASKFLOW_CONCURRENCY)")
+    worker.add_argument(
+        "--queues", help="queues to consume, comma-separated (default TASKFLOW_QUEUES)"
+    )
     mig = sub.add_parser("migrate", help="apply pending database migrations")
     mig.add_argument("--rollback", type=int, metavar="N", help="roll back the last N instead")
     mig.add_argument("--list", action="store_true", help="list applied migrations")
@@ -33,18 +44,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        overrides = {
+        overrides: dict[str, object] = {
             k: v
             for k in ("host", "port", "concurrency")
             if (v := getattr(args, k, None)) is not None
         }
-        settings = dataclasses.replace(settings, **overrides)
+        if getattr(args, "queues", None):
+            overrides["queues"] = tuple(q.strip() for q in args.queues.split(",") if q.strip())
+        settings = dataclasses.replace(settings, **overrides)  # type: ignore[arg-type]
         settings.validate()
         configure(settings.log_level, json=settings.log_json)
-        if args.command == "up":
+        if args.command in ("up", "api", "worker"):
             from taskflow.main import serve
 
-            anyio.run(serve, settings, backend="asyncio")
+            anyio.run(serve, settings, args.command, backend="asyncio")
         elif args.command == "migrate":
             return migrate_command(settings, rollback=args.rollback, show=args.list)
     except TaskflowError as exc:

@@ -66,6 +66,7 @@ class Settings:
     home: Path = Path(".taskflow")
     database_url: Secret | None = None
     amqp_url: Secret | None = None
+    amqp_prefix: str = "taskflow"
     redis_url: Secret | None = None
     s3_url: Secret | None = None
     host: str = "127.0.0.1"
@@ -130,6 +131,7 @@ _PARSERS: dict[str, Any] = {
     "home": Path,
     "database_url": Secret,
     "amqp_url": Secret,
+    "amqp_prefix": str,
     "redis_url": Secret,
     "s3_url": Secret,
     "host": str,

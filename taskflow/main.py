@@ -5,6 +5,7 @@ This is the one module in ``taskflow/`` that imports ``actors/``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import importlib
 import os
@@ -19,7 +20,7 @@ import msgspec
 
 from actors.metrics import MetricsSnapshot
 from actors.outbox import publish_jobs
-from actors.tree import Resources, Tree, TreeConfig, open_tree
+from actors.tree import API, WORKER, Resources, Tree, TreeConfig, open_tree
 from taskflow.clock import AnyioClock, WallClock
 from taskflow.config import Settings
 from taskflow.demo import demo_registry
@@ -29,7 +30,7 @@ from taskflow.jobs import ACTIVE, TERMINAL, Job, JobStatus
 from taskflow.log import get_logger
 from taskflow.memory import MemoryEventBus, MemoryJobStore, MemoryLogStore, MemoryTransport
 from taskflow.messages import CancelRequested, JobCancelled, NewJob, SubmitJobs
-from taskflow.ports import Inserted, JobQuery
+from taskflow.ports import DeadMessage, EventBus, Inserted, JobQuery, Transport
 from taskflow.registry import TaskRegistry
 from taskflow.supervisor import ChildSpec, RestartPolicy
 
@@ -154,6 +155,10 @@ class Runtime:
     async def replay_all(self, *, task: str | None = None) -> int:
         return await self.tree.dlq.replay_all(task=task)
 
+    async def dead_messages(self, *, limit: int = 50, offset: int = 0) -> list[DeadMessage]:
+        """Transport messages dead-lettered because they named no job to run, with reasons."""
+        return await self.resources.queries.dead_messages(limit=limit, offset=offset)
+
     async def dead_letter_list(self, *, limit: int = 50, offset: int = 0) -> list[Job]:
         return await self.tree.dlq.dead_letters(limit=limit, offset=offset)
 
@@ -265,7 +270,8 @@ def load_registry(modules: Sequence[str]) -> TaskRegistry:
 @asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     """The adapters for one process: PostgreSQL (embedded unless ``TASKFLOW_DATABASE_URL``),
-    migrated under yoyo's lock; the in-memory transport and event bus; local log files."""
+    migrated under yoyo's lock; RabbitMQ for the transport and the event bus when
+    ``TASKFLOW_AMQP_URL`` is set, else the in-memory ones; local log files."""
     from taskflow.postgres import migrate, open_embedded_server, open_store
 
     async with AsyncExitStack() as stack:
@@ -278,11 +284,25 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         if applied:
             log.info("migrations_applied", migrations=applied)
         store = await stack.enter_async_context(open_store(str(url)))
+        transport: Transport
+        events: EventBus
+        if settings.amqp_url:
+            from taskflow.rabbitmq import open_rabbitmq_event_bus, open_rabbitmq_transport
+
+            amqp = str(settings.amqp_url)
+            transport = await stack.enter_async_context(
+                open_rabbitmq_transport(amqp, queues=settings.queues, prefix=settings.amqp_prefix)
+            )
+            events = await stack.enter_async_context(
+                open_rabbitmq_event_bus(amqp, prefix=settings.amqp_prefix)
+            )
+        else:
+            transport, events = MemoryTransport(), MemoryEventBus()
         yield Resources(
             store=store,
             queries=store,
-            transport=MemoryTransport(),
-            events=MemoryEventBus(),
+            transport=transport,
+            events=events,
             logs=FileLogStore(settings.home / "logs"),
             clock=WallClock(),
         )
@@ -330,19 +350,25 @@ def tree_config(settings: Settings) -> TreeConfig:
     )
 
 
-async def serve(settings: Settings) -> None:
-    """``taskflow up``: the whole tree plus the web server in one process, until SIGINT or
-    SIGTERM. The first signal stops gracefully (intake closes, running jobs finish within the
-    grace period); a second one cancels what still runs (those jobs are released, not lost)."""
+ROLES = {"up": frozenset({API, WORKER}), "api": frozenset({API}), "worker": frozenset({WORKER})}
+
+
+async def serve(settings: Settings, role: str = "up") -> None:
+    """Run one process until SIGINT or SIGTERM: ``up`` (the whole tree plus the web server),
+    ``api`` (web + ingest) or ``worker`` (dispatcher, executors, retrier, DLQ keeper, reaper,
+    heartbeat). The first signal stops gracefully (intake closes, running jobs finish within
+    the grace period); a second one cancels what still runs (released, not lost)."""
     from web.app import create_app
     from web.server import WebServer
 
+    roles = ROLES[role]
+    if role != "up" and not settings.amqp_url:
+        raise ConfigError(f"taskflow {role} needs TASKFLOW_AMQP_URL (processes meet on RabbitMQ)")
     registry = load_registry(settings.tasks)
     stop = anyio.Event()
     forced: list[Tree] = []
 
     def edge(tree: Tree) -> list[ChildSpec]:
-        forced.append(tree)
         server = WebServer(
             app=create_app(Runtime(tree, resources), settings),
             host=settings.host,
@@ -364,8 +390,11 @@ async def serve(settings: Settings) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(watch_signals)
         async with open_resources(settings) as resources:
-            await recover_on_start(resources)
-            async with open_tree(registry, resources, tree_config(settings), edge=edge):
-                log.info("taskflow_up", host=settings.host, port=settings.port)
+            if isinstance(resources.transport, MemoryTransport):
+                await recover_on_start(resources)  # the only process: it owns every job
+            config = dataclasses.replace(tree_config(settings), roles=roles)
+            async with open_tree(registry, resources, config, edge=edge) as tree:
+                forced.append(tree)
+                log.info("taskflow_started", role=role, host=settings.host, port=settings.port)
                 await stop.wait()
         tg.cancel_scope.cancel()

@@ -169,6 +169,20 @@ class JobReplayed:
     at: float
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerHeartbeat:
+    """A worker's vital signs, every few seconds, for cluster-wide metrics."""
+
+    worker_id: str
+    at: float
+    interval: float
+    queues: tuple[str, ...] = ()
+    capacity: int = 0
+    busy: int = 0
+    started: int = 0
+    finished: int = 0
+
+
 Outcome = JobSucceeded | JobFailed | JobCancelled
 Event = (
     JobSubmitted
@@ -181,6 +195,7 @@ Event = (
     | JobDeadLettered
     | JobReplayed
     | CancelRequested
+    | WorkerHeartbeat
 )
 Command = NewJob | SubmitJobs | JobMessage | RunJob | DeadLetterJob | CancelRequested
 Message = Command | Event
@@ -201,6 +216,7 @@ ALL_MESSAGE_TYPES: tuple[type, ...] = (
     JobScheduled,
     JobDeadLettered,
     JobReplayed,
+    WorkerHeartbeat,
 )
 
 TERMINAL_EVENTS = (JobSucceeded, JobDeadLettered, JobCancelled)

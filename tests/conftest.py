@@ -18,7 +18,7 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 # parametrizations are not generated for the trio backend.
 ASYNCIO_ONLY = frozenset({"postgres", "rabbitmq", "redis", "s3"})
 
-pytest_plugins = ["tests.pg"]
+pytest_plugins = ["tests.pg", "tests.rabbit"]
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -31,6 +31,7 @@ from web.parsing import (
 from web.responses import ApiError, json_response
 from web.schemas import (
     DeadLetterPage,
+    DeadMessagePage,
     ErrorEnvelope,
     HealthResponse,
     JobOut,
@@ -44,6 +45,7 @@ from web.schemas import (
     SubmitHeaders,
     SubmitRequest,
     SubmitResponse,
+    dead_message_out,
     job_out,
 )
 from web.state import current_state
@@ -191,6 +193,26 @@ async def list_dead_letters() -> Response:
             offset=page.offset,
             tasks=[job_out(job) for job in shown],
             next_offset=page.offset + len(shown) if len(jobs) > page.limit else None,
+        )
+    )
+
+
+@api.get("/dlq/messages")
+@document_querystring(PageQuery)
+@documented(DeadMessagePage, 200)
+@errors(422, 503)
+async def list_dead_messages() -> Response:
+    """Transport messages that named no job to run (undecodable, not a job reference, or an
+    unknown job), newest first, each with the reason it was dead-lettered."""
+    page = parse_page(request.args)
+    messages = await current_state().runtime.dead_messages(limit=page.limit + 1, offset=page.offset)
+    shown = messages[: page.limit]
+    return json_response(
+        DeadMessagePage(
+            limit=page.limit,
+            offset=page.offset,
+            messages=[dead_message_out(m) for m in shown],
+            next_offset=page.offset + len(shown) if len(messages) > page.limit else None,
         )
     )
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from taskflow.jobs import Job, JobError, JobStatus
+from taskflow.ports import DeadMessage
 
 Status = Literal["pending", "scheduled", "in_progress", "completed", "failed", "cancelled"]
 
@@ -138,6 +139,26 @@ class DeadLetterPage(msgspec.Struct, rename="camel"):
     next_offset: int | None
 
 
+class DeadMessageOut(msgspec.Struct, rename="camel"):
+    """A transport message that named no job to run (undecodable, not a job reference, or an
+    unknown job), kept with the reason it was dead-lettered."""
+
+    id: int
+    queue_name: str
+    body: str
+    reason: str
+    dead_lettered_at: datetime
+
+
+class DeadMessagePage(msgspec.Struct, rename="camel"):
+    """A page of dead-lettered messages, newest first; ``nextOffset`` is null at the end."""
+
+    limit: int
+    offset: int
+    messages: list[DeadMessageOut]
+    next_offset: int | None
+
+
 class ReplayOneResponse(msgspec.Struct, rename="camel"):
     """The dead letter, replayed: pending again with a new attempt series."""
 
@@ -181,6 +202,8 @@ class MetricsResponse(msgspec.Struct):
     actor_restarts: dict[str, int]
     actors: dict[str, dict[str, Any]]
     events_dropped: int
+    workers: dict[str, dict[str, Any]]
+    workers_online: int
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=True):
@@ -208,6 +231,8 @@ DOCUMENTED: tuple[type[msgspec.Struct], ...] = (
     JobOut,
     JobPage,
     DeadLetterPage,
+    DeadMessageOut,
+    DeadMessagePage,
     ReplayOneResponse,
     ReplayAllResponse,
     HealthResponse,
@@ -263,4 +288,14 @@ def job_out(job: Job) -> JobOut:
         started_at=timestamp(job.started_at),
         finished_at=timestamp(job.finished_at),
         updated_at=timestamp(job.updated_at) or epoch,
+    )
+
+
+def dead_message_out(message: DeadMessage) -> DeadMessageOut:
+    return DeadMessageOut(
+        id=message.id or 0,
+        queue_name=message.queue,
+        body=message.body,
+        reason=message.reason,
+        dead_lettered_at=timestamp(message.at) or datetime.fromtimestamp(0, tz=UTC),
     )

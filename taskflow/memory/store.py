@@ -14,6 +14,7 @@ from taskflow.ports.store import (
     Bury,
     Change,
     Complete,
+    DeadMessage,
     Inserted,
     JobQuery,
     MarkCancelled,
@@ -47,6 +48,7 @@ class MemoryJobStore:
         self._keys: dict[str, _Key] = {}
         # Indexes, so no sweep scans every job ever kept: counts per status, and the ids in
         # each status that a periodic duty reads (scheduled, in progress, pending).
+        self._dead_messages: list[DeadMessage] = []
         self._counts: Counter[JobStatus] = Counter()
         self._by_status: dict[JobStatus, dict[str, None]] = {s: {} for s in JobStatus}
         self.writes = Counter[str]()
@@ -303,9 +305,22 @@ class MemoryJobStore:
             if job is not None and job.status is JobStatus.PENDING:
                 self._put(replace(job, published=True))
 
-    async def unpublished(self, *, before: float, limit: int) -> list[Job]:
+    async def unpublished(self, *, before: float, now: float, limit: int) -> list[Job]:
         rows = [j for j in self._in(JobStatus.PENDING) if not j.published and j.updated_at < before]
-        return sorted(rows, key=lambda j: j.updated_at)[:limit]
+        touched = [replace(j, updated_at=now) for j in sorted(rows, key=lambda j: j.updated_at)]
+        for job in touched[:limit]:
+            self._put(job)
+        return touched[:limit]
+
+    async def record_dead_messages(self, messages: Sequence[DeadMessage]) -> None:
+        self.writes["record_dead_messages"] += 1
+        for message in messages:
+            self._dead_messages.append(replace(message, id=len(self._dead_messages) + 1))
+
+    async def dead_messages(self, *, limit: int = 50, offset: int = 0) -> list[DeadMessage]:
+        await anyio.lowlevel.checkpoint()
+        newest_first = self._dead_messages[::-1]
+        return newest_first[offset : offset + limit]
 
     async def purge(
         self, *, now: float, completed_before: float, failed_before: float, limit: int

@@ -92,6 +92,19 @@ class Recovered:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class DeadMessage:
+    """A transport message that could not become a job run: undecodable, not a job
+    reference, or naming no stored job. Kept with the reason, visible through the API."""
+
+    queue: str
+    body: str
+    """The raw body as text (undecodable bytes replaced), cut to 4 KiB."""
+    reason: str
+    at: float
+    id: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class JobQuery:
     status: JobStatus | None = None
     task: str | None = None
@@ -148,9 +161,14 @@ class JobStore(Protocol):
         """The transport confirmed these pending jobs' messages (the outbox marker)."""
         ...
 
-    async def unpublished(self, *, before: float, limit: int) -> list[Job]:
+    async def unpublished(self, *, before: float, now: float, limit: int) -> list[Job]:
         """Pending jobs not confirmed by the transport and unchanged since ``before``:
-        what a crash between commit and publish left behind (oldest first)."""
+        what a crash between commit and publish left behind (oldest first). They are touched
+        (``updated_at = now``), so a concurrent sweeper in another process skips them."""
+        ...
+
+    async def record_dead_messages(self, messages: Sequence[DeadMessage]) -> None:
+        """Keep messages the dispatcher dead-lettered, with their reasons."""
         ...
 
     async def purge(
@@ -162,6 +180,10 @@ class JobStore(Protocol):
 
 class JobQueries(Protocol):
     """Reads."""
+
+    async def dead_messages(self, *, limit: int = 50, offset: int = 0) -> list[DeadMessage]:
+        """Dead-lettered transport messages, newest first."""
+        ...
 
     async def get(self, job_id: str) -> Job:
         """Raises ``JobNotFound``."""

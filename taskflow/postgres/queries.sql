@@ -151,10 +151,15 @@ WHERE id IN (SELECT id FROM taskflow_jobs
              FOR UPDATE SKIP LOCKED)
 
 -- name: unpublished
-SELECT * FROM taskflow_jobs
-WHERE status = 'pending' AND NOT published AND updated_at < %(before)s
-ORDER BY updated_at
-LIMIT %(limit)s
+-- Touch what it returns, so the sweeper of another process skips these rows (SKIP LOCKED
+-- while this one publishes, then the new updated_at keeps them out of its window).
+UPDATE taskflow_jobs SET updated_at = %(now)s
+WHERE id IN (SELECT id FROM taskflow_jobs
+             WHERE status = 'pending' AND NOT published AND updated_at < %(before)s
+             ORDER BY updated_at
+             LIMIT %(limit)s
+             FOR UPDATE SKIP LOCKED)
+RETURNING *
 
 -- name: purge_jobs
 DELETE FROM taskflow_jobs
@@ -191,3 +196,12 @@ WHERE (%(status)s::text IS NULL OR status = %(status)s::text)
        OR (created_at, id) < (%(before_at)s::timestamptz, %(before_id)s::uuid))
 ORDER BY created_at DESC, id DESC
 LIMIT %(limit)s OFFSET %(offset)s
+
+-- name: record_dead_messages
+INSERT INTO taskflow_dead_messages (queue, body, reason, created_at)
+SELECT * FROM unnest(%(queues)s::text[], %(bodies)s::text[], %(reasons)s::text[],
+                     %(ats)s::timestamptz[])
+
+-- name: dead_messages
+SELECT id, queue, body, reason, created_at FROM taskflow_dead_messages
+ORDER BY id DESC LIMIT %(limit)s OFFSET %(offset)s

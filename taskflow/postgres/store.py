@@ -29,6 +29,7 @@ from taskflow.ports.store import (
     Bury,
     Change,
     Complete,
+    DeadMessage,
     Inserted,
     JobQuery,
     MarkCancelled,
@@ -309,9 +310,37 @@ class PostgresJobStore:
         if ids:
             await self._rows("mark_published", {"ids": ids})
 
-    async def unpublished(self, *, before: float, limit: int) -> list[Job]:
-        rows = await self._rows("unpublished", {"before": _ts(before), "limit": limit})
-        return [_job(r) for r in rows]
+    async def unpublished(self, *, before: float, now: float, limit: int) -> list[Job]:
+        rows = await self._rows(
+            "unpublished", {"before": _ts(before), "now": _ts(now), "limit": limit}
+        )
+        return sorted((_job(r) for r in rows), key=lambda j: j.created_at)
+
+    async def record_dead_messages(self, messages: Sequence[DeadMessage]) -> None:
+        if not messages:
+            return
+        await self._rows(
+            "record_dead_messages",
+            {
+                "queues": [m.queue for m in messages],
+                "bodies": [m.body.replace("\x00", "\ufffd") for m in messages],
+                "reasons": [m.reason for m in messages],
+                "ats": [_ts(m.at) for m in messages],
+            },
+        )
+
+    async def dead_messages(self, *, limit: int = 50, offset: int = 0) -> list[DeadMessage]:
+        rows = await self._rows("dead_messages", {"limit": limit, "offset": offset})
+        return [
+            DeadMessage(
+                id=r["id"],
+                queue=r["queue"],
+                body=r["body"],
+                reason=r["reason"],
+                at=r["created_at"].timestamp(),
+            )
+            for r in rows
+        ]
 
     async def purge(
         self, *, now: float, completed_before: float, failed_before: float, limit: int

@@ -47,6 +47,7 @@ async def harness(*, prefetch: int = 64) -> AsyncIterator[Harness]:
             deliveries=deliveries,
             runs=runs_send,
             store=store,
+            queries=store,
             transport=transport,
             clock=clock,
             owner="worker-1",
@@ -193,6 +194,13 @@ async def test_poison_messages_are_dead_lettered_and_the_dispatcher_keeps_going(
             )
             assert h.transport.unsettled() == 0
             assert h.dispatcher.statistics().poison == 3
+            # Each is kept with its reason, visible through the store (and the API)
+            kept = await h.store.dead_messages()
+            assert sorted(m.body.encode() for m in kept if m.body.isascii()) == sorted(
+                [wrong_type, bad_shape]
+            )
+            assert all(m.reason.startswith("malformed_message") for m in kept)
+            assert {m.queue for m in kept} == {"default"}
 
             # When: a good message follows
             await add_job(h, "good")
@@ -211,6 +219,18 @@ async def test_poison_in_the_same_batch_as_a_good_message_does_not_stop_it() -> 
                 run = await h.runs.receive()
             assert run.job.id == "good"
             assert h.transport.dead_lettered == [("default", b"{}")]
+
+
+async def test_a_message_naming_no_stored_job_is_dead_lettered_with_the_reason() -> None:
+    async with harness() as h:
+        h.transport.publish_raw(
+            "default", encode(JobMessage(job_id="ghost", task="echo", queue="default"))
+        )
+        async with started(h):
+            await wait_until(lambda: len(h.transport.dead_lettered) == 1)
+            (kept,) = await h.store.dead_messages()
+            assert kept.reason == "unknown_job: no job 'ghost' is stored"
+            assert h.transport.unsettled() == 0
 
 
 # ------------------------------------------------------------------ stop

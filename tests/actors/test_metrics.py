@@ -27,6 +27,7 @@ from taskflow.messages import (
     JobStarted,
     JobSubmitted,
     JobSucceeded,
+    WorkerHeartbeat,
 )
 
 pytestmark = pytest.mark.anyio
@@ -470,3 +471,40 @@ async def test_snapshot_to_dict_is_json_ready() -> None:
     assert decoded["jobs_by_status"] == {status.value: 0 for status in JobStatus}
     assert decoded["actors"]["supervisor"]["phase"] == "running"
     assert decoded["executor_utilisation"] == 0.5
+
+
+async def test_collector_sees_every_worker_by_its_heartbeats() -> None:
+    bus, store = MemoryEventBus(), MemoryJobStore()
+    clock = FakeMonotonic(100.0)
+    collector = collector_for(bus, store, monotonic=clock)
+
+    def beat(worker: str, at: float, finished: int) -> WorkerHeartbeat:
+        return WorkerHeartbeat(
+            worker_id=worker,
+            at=at,
+            interval=2.0,
+            queues=("default",),
+            capacity=8,
+            busy=2,
+            started=finished + 2,
+            finished=finished,
+        )
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(collector.run)
+        await bus.publish([beat("w1", 1000.0, 10), beat("w2", 1000.0, 0), beat("w1", 1002.0, 50)])
+        await wait_until(lambda: collector.statistics().events_seen == 3)
+        now = collector.snapshot()
+        clock.value = 105.0  # w2 and w1 silent for 5 s: more than 2 intervals, still online
+        later = collector.snapshot()
+        clock.value = 107.0  # past 3 intervals: offline
+        gone = collector.snapshot()
+        tg.cancel_scope.cancel()
+
+    assert now.workers_online == 2
+    assert now.workers["w1"].throughput == 20.0  # (50 - 10) finished in 2 s
+    assert (now.workers["w1"].capacity, now.workers["w1"].busy) == (8, 2)
+    assert now.workers["w2"].throughput == 0.0
+    assert later.workers_online == 2
+    assert gone.workers_online == 0 and not gone.workers["w1"].online
+    assert json.loads(json.dumps(now.to_dict()))["workers"]["w1"]["finished"] == 50

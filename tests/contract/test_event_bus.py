@@ -14,6 +14,7 @@ from anyio.abc import ObjectReceiveStream
 from taskflow.memory import MemoryEventBus
 from taskflow.messages import Event, JobSubmitted
 from taskflow.ports.events import EventBus
+from tests.rabbit import open_test_event_bus
 
 pytestmark = pytest.mark.anyio
 
@@ -24,17 +25,22 @@ QUIET = 0.2
 """How long to wait for an event that must not come."""
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=["memory", "rabbitmq"])
 async def bus(request: pytest.FixtureRequest) -> AsyncIterator[EventBus]:
     """One bus per test, for each adapter.
 
     Later adapters plug in here: add their name to ``params`` and a ``case`` that opens the
     adapter and closes it after the ``yield`` (calling ``require_service`` from
-    tests/conftest.py when the service behind it is not reachable).
+    tests/conftest.py when the service behind it is not reachable). ``"rabbitmq"``:
+    ``RabbitMQEventBus`` on the broker from ``TASKFLOW_TEST_AMQP_URL`` under a fresh prefix,
+    its exchange deleted afterwards (tests/rabbit.py; asyncio only).
     """
     match request.param:
         case "memory":
             yield MemoryEventBus()
+        case "rabbitmq":
+            async with open_test_event_bus() as rabbitmq:
+                yield rabbitmq
         case other:
             raise AssertionError(f"no EventBus adapter named {other!r}")
 

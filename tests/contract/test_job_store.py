@@ -20,6 +20,7 @@ from taskflow.ports.store import (
     Bury,
     Change,
     Complete,
+    DeadMessage,
     Inserted,
     JobQueries,
     JobQuery,
@@ -838,17 +839,17 @@ async def test_get_an_unknown_job_is_not_found(store: Store) -> None:
 
 async def test_new_pending_jobs_are_unpublished_until_marked(store: Store) -> None:
     ids = await add(store, make_job(), make_job(), scheduled(T + 60))
-    lost = await store.unpublished(before=T + 1, limit=10)
+    lost = await store.unpublished(before=T + 1, now=T, limit=10)
     assert {j.id for j in lost} == set(ids[:2])  # the scheduled one is not due to publish
     await store.mark_published(ids[:1])
-    assert [j.id for j in await store.unpublished(before=T + 1, limit=10)] == [ids[1]]
+    assert [j.id for j in await store.unpublished(before=T + 1, now=T, limit=10)] == [ids[1]]
     assert (await store.get(ids[0])).published
 
 
 async def test_unpublished_leaves_recent_rows_to_the_publisher_in_flight(store: Store) -> None:
     await add(store, make_job())
-    assert await store.unpublished(before=T, limit=10) == []  # updated at T: not before T
-    assert await store.unpublished(before=T + 1, limit=0) == []
+    assert await store.unpublished(before=T, now=T, limit=10) == []  # updated at T: not before T
+    assert await store.unpublished(before=T + 1, now=T, limit=0) == []
 
 
 async def test_every_move_back_to_pending_needs_a_new_publish(store: Store) -> None:
@@ -868,11 +869,11 @@ async def test_every_move_back_to_pending_needs_a_new_publish(store: Store) -> N
     moved = [promoted, back, replayed, *recovered.requeued]
     assert [j.id for j in moved] == [promoted_id, released.id, dead.id, lost.id]
     assert not any(j.published for j in moved)
-    unpublished = {j.id for j in await store.unpublished(before=T + 100, limit=10)}
+    unpublished = {j.id for j in await store.unpublished(before=T + 100, now=T + 1, limit=10)}
     assert {j.id for j in moved} <= unpublished
     await store.mark_published([j.id for j in moved])
     assert not {j.id for j in moved} & {
-        j.id for j in await store.unpublished(before=T + 100, limit=10)
+        j.id for j in await store.unpublished(before=T + 100, now=T + 1, limit=10)
     }
 
 
@@ -897,3 +898,29 @@ async def test_a_lost_last_attempt_is_buried_with_its_reason(store: Store) -> No
     (buried,) = recovered.buried
     assert buried.id == job.id and buried.error is not None
     assert (buried.error.code, buried.error.reason) == ("worker_lost", "max_attempts_exceeded")
+
+
+async def test_a_sweep_touches_what_it_takes_so_another_sweeper_skips_it(store: Store) -> None:
+    (job_id,) = await add(store, make_job())
+    first = await store.unpublished(before=T + 10, now=T + 50, limit=10)
+    second = await store.unpublished(before=T + 10, now=T + 50, limit=10)
+    assert [j.id for j in first] == [job_id]
+    assert second == []  # touched to T + 50: outside the window of a concurrent sweep
+    assert [j.id for j in await store.unpublished(before=T + 60, now=T + 60, limit=10)] == [job_id]
+
+
+async def test_dead_messages_are_kept_newest_first_with_their_reasons(store: Store) -> None:
+    await store.record_dead_messages(
+        [
+            DeadMessage(queue="default", body="\ufffdgarbage", reason="malformed_message: x", at=T),
+            DeadMessage(
+                queue="images", body='{"type":"JobMessage"}', reason="unknown_job: y", at=T + 1
+            ),
+        ]
+    )
+    await store.record_dead_messages([])
+    newest, oldest = await store.dead_messages()
+    assert (newest.queue, newest.reason, newest.at) == ("images", "unknown_job: y", T + 1)
+    assert (oldest.body, oldest.reason) == ("\ufffdgarbage", "malformed_message: x")
+    assert newest.id is not None and oldest.id is not None and newest.id > oldest.id
+    assert [m.queue for m in await store.dead_messages(limit=1, offset=1)] == ["default"]

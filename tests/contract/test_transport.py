@@ -18,6 +18,7 @@ from taskflow.codec import decode
 from taskflow.memory import MemoryTransport
 from taskflow.messages import JobMessage
 from taskflow.ports.transport import Deliveries, Delivery, Transport
+from tests.rabbit import open_test_transport
 
 pytestmark = pytest.mark.anyio
 
@@ -28,18 +29,22 @@ QUIET = 0.2
 """How long to wait for a delivery that must not come."""
 
 
-@pytest.fixture(params=["memory"])
+@pytest.fixture(params=["memory", "rabbitmq"])
 async def transport(request: pytest.FixtureRequest) -> AsyncIterator[Transport]:
     """One transport per test, for each adapter.
 
     Later adapters plug in here: add their name to ``params`` and a ``case`` that opens the
-    adapter and closes it after the ``yield`` (e.g. ``"rabbitmq"``: ``RabbitMQTransport`` on
-    the broker from the environment, calling ``require_service`` from tests/conftest.py when
-    it is not reachable, and deleting the test's queues afterwards).
+    adapter and closes it after the ``yield``. ``"rabbitmq"``: ``RabbitMQTransport`` on the
+    broker from ``TASKFLOW_TEST_AMQP_URL`` under a fresh prefix, its queues and exchanges
+    deleted afterwards (tests/rabbit.py; skipped locally, failed under CI, without a broker;
+    asyncio only).
     """
     match request.param:
         case "memory":
             yield MemoryTransport()
+        case "rabbitmq":
+            async with open_test_transport() as rabbitmq:
+                yield rabbitmq
         case other:
             raise AssertionError(f"no Transport adapter named {other!r}")
 

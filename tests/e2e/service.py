@@ -91,6 +91,34 @@ class Service:
             time.sleep(0.2)
         raise AssertionError(f"taskflow did not become ready in {timeout} s:\n{self.tail()}")
 
+    def start_worker(self, timeout: float = 90.0) -> None:
+        """Start a process that serves no HTTP (`taskflow worker`): ready when it says so."""
+        env = {
+            **os.environ,
+            **self.env,
+            "TASKFLOW_HOME": str(self.home),
+            "TASKFLOW_PORT": str(self.port),
+        }
+        self.starts += 1
+        mark = self.log.stat().st_size if self.log.exists() else 0
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "taskflow", *self.command],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(
+                    f"taskflow exited with {self.process.returncode}:\n{self.tail()}"
+                )
+            if b"taskflow_started" in self.log.read_bytes()[mark:]:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"taskflow did not start in {timeout} s:\n{self.tail()}")
+
     def signal(self, signum: int) -> None:
         assert self.process is not None
         self.process.send_signal(signum)

@@ -24,6 +24,7 @@ from taskflow.messages import (
     NewJob,
     RunJob,
     SubmitJobs,
+    WorkerHeartbeat,
 )
 
 T0 = 1_717_171_717.25
@@ -119,6 +120,16 @@ SAMPLES: list[Message] = [
         error=JobError(code="task_error", message="boom", reason="max_attempts_exceeded"),
     ),
     JobReplayed(job_id="job-7", replay_count=2, at=T0 + 100.0),
+    WorkerHeartbeat(
+        worker_id="host-a:42",
+        at=T0 + 101.0,
+        interval=2.0,
+        queues=("default", "images"),
+        capacity=8,
+        busy=3,
+        started=120,
+        finished=117,
+    ),
 ]
 
 

@@ -5,8 +5,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import anyio
 import pytest
 
+from taskflow.codec import encode
+from taskflow.main import Runtime
+from taskflow.memory import MemoryTransport
+from taskflow.messages import JobMessage
 from tests.web.helpers import Client, assert_error, submit, terminal, wait_all, wait_for
 
 pytestmark = pytest.mark.anyio
@@ -101,3 +106,29 @@ async def test_replay_all_of_one_task_type(client: Client) -> None:
     assert await response.get_json() == {"replayed": 0}
     response = await client.post("/api/v1/jobs/action/retry?task_type=fail")
     assert await response.get_json() == {"replayed": 2}
+
+
+async def test_dead_lettered_messages_are_listed_with_their_reasons(
+    client: Client, runtime: Runtime
+) -> None:
+    # Given: two raw messages the dispatcher cannot run (as a raw AMQP client could send)
+    transport = runtime.resources.transport
+    assert isinstance(transport, MemoryTransport)
+    transport.publish_raw("default", b"\xffgarbage")
+    transport.publish_raw(
+        "default", encode(JobMessage(job_id=str(uuid.uuid4()), task="echo", queue="default"))
+    )
+    # Then: both are listed, newest first, with why
+    for _ in range(100):
+        response = await client.get("/api/v1/dlq/messages?limit=1")
+        body = await response.get_json()
+        if body["messages"] and body["nextOffset"] == 1:
+            break
+        await anyio.sleep(0.05)
+    assert response.status_code == 200
+    (newest,) = body["messages"]
+    response = await client.get("/api/v1/dlq/messages?offset=1")
+    (oldest,) = (await response.get_json())["messages"]
+    reasons = {newest["reason"].split(":")[0], oldest["reason"].split(":")[0]}
+    assert reasons == {"malformed_message", "unknown_job"}
+    assert newest["queueName"] == "default" and newest["id"] > oldest["id"]

@@ -103,7 +103,7 @@ async def test_openapi_matches_the_routes(app: Quart, client: Client) -> None:
     }
     routes = rules_under(app, "/api/v1")
     assert documented == routes
-    assert len(routes) == 9
+    assert len(routes) == 10
 
 
 async def test_openapi_references_resolve(client: Client) -> None:

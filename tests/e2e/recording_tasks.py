@@ -1,0 +1,54 @@
+"""Tasks for the multi-process tests, loaded by workers through TASKFLOW_TASKS.
+
+`record` writes one row per execution (job id, attempt, worker pid) into `executions` in the
+job database, so a test can count how often each job really ran, and where.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from typing import Any
+
+import psycopg
+
+from taskflow import JobContext, TaskRegistry
+
+registry = TaskRegistry()
+_local = threading.local()
+
+CREATE = """
+CREATE TABLE IF NOT EXISTS executions (
+    seq      bigserial PRIMARY KEY,
+    job_id   uuid NOT NULL,
+    attempt  integer NOT NULL,
+    worker   integer NOT NULL,
+    priority integer,
+    at       timestamptz NOT NULL DEFAULT clock_timestamp()
+)
+"""
+
+
+def _connection() -> psycopg.Connection[Any]:
+    conn: psycopg.Connection[Any] | None = getattr(_local, "conn", None)
+    if conn is None or conn.closed:
+        conn = psycopg.connect(os.environ["TASKFLOW_DATABASE_URL"], autocommit=True)
+        _local.conn = conn
+    return conn
+
+
+@registry.task(name="record", max_attempts=5, timeout=60.0)
+def record(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Sleep ``ms`` milliseconds, then record this execution."""
+    time.sleep(float(payload.get("ms", 0)) / 1000.0)
+    _connection().execute(
+        "INSERT INTO executions (job_id, attempt, worker, priority) VALUES (%s, %s, %s, %s)",
+        (ctx.job_id, ctx.attempt, os.getpid(), payload.get("priority")),
+    )
+    return {"worker": os.getpid()}
+
+
+@registry.task(name="noop", timeout=30.0)
+async def noop(payload: dict[str, Any], ctx: JobContext) -> None:
+    """Nothing at all: for drain-rate measurements."""
