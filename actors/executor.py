@@ -423,7 +423,7 @@ class ExecutorPool:
     async def _listen_for_cancels(
         self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        async with self.events.subscribe(buffer=1024) as events:
+        async with self.events.subscribe(buffer=1024, kinds=[CancelRequested]) as events:
             task_status.started()
             while True:
                 for event in await receive_batch(events, 4096):

@@ -145,7 +145,7 @@ class Retrier:
     # ------------------------------------------------------------ promotion
 
     async def _watch(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with self.events.subscribe(buffer=1024) as events:
+        async with self.events.subscribe(buffer=1024, kinds=[JobSubmitted]) as events:
             task_status.started()
             while True:
                 batch = await receive_batch(events, 4096)

@@ -78,8 +78,9 @@ class TreeConfig:
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     seed: int | None = None
     roles: frozenset[str] = frozenset({API, WORKER})
-    """``api`` runs ingest (and the web edge); ``worker`` runs dispatcher, executors,
-    retrier, DLQ keeper, reaper and heartbeat; both run the metrics collector."""
+    """``api`` runs ingest, the metrics collector (cluster-wide: job events and worker
+    heartbeats from every process) and the web edge; ``worker`` runs dispatcher, executors,
+    retrier, DLQ keeper, reaper and heartbeat (its own metrics, published)."""
     heartbeat_interval: float = 2.0
 
 
@@ -215,7 +216,7 @@ async def open_tree(
         )
         grace = cfg.shutdown_grace
         by_role = [
-            (ChildSpec(id="metrics", run=metrics.run), {API, WORKER}),
+            (ChildSpec(id="metrics", run=metrics.run), {API}),
             (ChildSpec(id="dlq", run=dlq.run), {WORKER}),
             (ChildSpec(id="retrier", run=retrier.run), {WORKER}),
             (ChildSpec(id="executor", run=pool.run, stop=pool.stop, grace=grace), {WORKER}),

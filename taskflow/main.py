@@ -29,7 +29,7 @@ from taskflow.files import FileLogStore
 from taskflow.jobs import ACTIVE, TERMINAL, Job, JobStatus
 from taskflow.log import get_logger
 from taskflow.memory import MemoryEventBus, MemoryJobStore, MemoryLogStore, MemoryTransport
-from taskflow.messages import CancelRequested, JobCancelled, NewJob, SubmitJobs
+from taskflow.messages import TERMINAL_EVENTS, CancelRequested, JobCancelled, NewJob, SubmitJobs
 from taskflow.ports import DeadMessage, EventBus, Inserted, JobQuery, Transport
 from taskflow.registry import TaskRegistry
 from taskflow.supervisor import ChildSpec, RestartPolicy
@@ -103,7 +103,8 @@ class Runtime:
     async def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """The job once it is terminal. Raises ``TimeoutError`` after ``timeout`` seconds."""
         with anyio.fail_after(timeout):
-            async with self.resources.events.subscribe(buffer=64) as events:
+            kinds = [*TERMINAL_EVENTS]
+            async with self.resources.events.subscribe(buffer=64, kinds=kinds) as events:
                 while True:
                     job = await self.get(job_id)
                     if job.status in TERMINAL:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
@@ -17,7 +17,7 @@ class MemoryEventBus:
     the truth."""
 
     def __init__(self) -> None:
-        self._subscribers: list[MemoryObjectSendStream[Event]] = []
+        self._subscribers: list[tuple[MemoryObjectSendStream[Event], tuple[type, ...] | None]] = []
         self.dropped = 0
         self.published = 0
 
@@ -28,7 +28,9 @@ class MemoryEventBus:
     def publish_nowait(self, events: Sequence[Event]) -> None:
         for event in events:
             self.published += 1
-            for send in self._subscribers:
+            for send, kinds in self._subscribers:
+                if kinds is not None and not isinstance(event, kinds):
+                    continue
                 try:
                     send.send_nowait(event)
                 except anyio.WouldBlock:
@@ -38,13 +40,14 @@ class MemoryEventBus:
 
     @asynccontextmanager
     async def subscribe(
-        self, *, buffer: int = 256
+        self, *, buffer: int = 256, kinds: Collection[type[Event]] | None = None
     ) -> AsyncIterator[MemoryObjectReceiveStream[Event]]:
         send, receive = anyio.create_memory_object_stream[Event](buffer)
-        self._subscribers.append(send)
+        entry = (send, None if kinds is None else tuple(kinds))
+        self._subscribers.append(entry)
         try:
             async with receive:
                 yield receive
         finally:
-            self._subscribers.remove(send)
+            self._subscribers.remove(entry)
             send.close()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol
 
@@ -17,8 +17,10 @@ class EventBus(Protocol):
         ...
 
     def subscribe(
-        self, *, buffer: int = 256
+        self, *, buffer: int = 256, kinds: Collection[type[Event]] | None = None
     ) -> AbstractAsyncContextManager[MemoryObjectReceiveStream[Event]]:
-        """A bounded stream of every event published from now on (adapters bridge their
-        transport into a memory stream, so consumers can drain what is ready at once)."""
+        """A bounded stream of the events published from now on: all of them, or only those
+        of the given ``kinds`` (a broker then delivers nothing else to this process).
+        Adapters bridge their transport into a memory stream, so consumers can drain what is
+        ready at once."""
         ...

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import typing
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -48,11 +48,15 @@ log = get_logger("taskflow.rabbitmq.events")
 EVENT_TYPES: tuple[type, ...] = typing.get_args(Event)
 
 
+def kind_key(kind: type) -> str:
+    """``JobSucceeded`` -> ``job_succeeded``: the first word of an event's routing key."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", kind.__name__).lower()
+
+
 def routing_key(event: Event) -> str:
     """``job_succeeded.<job_id>``; ``<type>.none`` for an event without a job id."""
-    kind = re.sub(r"(?<!^)(?=[A-Z])", "_", type(event).__name__).lower()
     job_id = getattr(event, "job_id", None) or "none"
-    return f"{kind}.{job_id}"[:255]
+    return f"{kind_key(type(event))}.{job_id}"[:255]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,8 +73,9 @@ class RabbitMQEventBusStats:
 
 
 class _Subscriber:
-    def __init__(self, send: MemoryObjectSendStream[Event]) -> None:
+    def __init__(self, send: MemoryObjectSendStream[Event], bindings: tuple[str, ...]) -> None:
         self.send = send
+        self.bindings = bindings
         self.session: Session | None = None
         self.queue: str | None = None
         self.consumer_tag: str | None = None
@@ -126,10 +131,11 @@ class RabbitMQEventBus:
 
     @asynccontextmanager
     async def subscribe(
-        self, *, buffer: int = 256
+        self, *, buffer: int = 256, kinds: Collection[type[Event]] | None = None
     ) -> AsyncIterator[MemoryObjectReceiveStream[Event]]:
         send, receive = anyio.create_memory_object_stream[Event](buffer)
-        subscriber = _Subscriber(send)
+        bindings = ("#",) if kinds is None else tuple(f"{kind_key(k)}.*" for k in kinds)
+        subscriber = _Subscriber(send, bindings)
         # Events published before this call go out before the binding exists (same channel).
         await self._flushed()
         async with self._attach_lock:
@@ -231,7 +237,8 @@ class RabbitMQEventBus:
             queue = declared.queue
             if queue is None:
                 raise aiormq.exceptions.AMQPError("the broker named no queue")
-            await channel.queue_bind(queue, self.topology.events_exchange, routing_key="#")
+            for binding in subscriber.bindings:  # only the kinds it asked for cross the wire
+                await channel.queue_bind(queue, self.topology.events_exchange, routing_key=binding)
             ok = await channel.basic_consume(queue, self._callback(subscriber), no_ack=True)
         subscriber.session, subscriber.queue, subscriber.consumer_tag = (
             session,

@@ -5,6 +5,7 @@ Every test talks to the bus only through ``publish`` and ``subscribe``.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 
 import anyio
@@ -12,7 +13,7 @@ import pytest
 from anyio.abc import ObjectReceiveStream
 
 from taskflow.memory import MemoryEventBus
-from taskflow.messages import Event, JobSubmitted
+from taskflow.messages import CancelRequested, Event, JobReplayed, JobSubmitted
 from taskflow.ports.events import EventBus
 from tests.rabbit import open_test_event_bus
 
@@ -138,3 +139,18 @@ async def test_a_full_subscriber_buffer_does_not_block_publish(bus: EventBus) ->
         expected = events(0, 2 * count)
         positions = [expected.index(e) for e in kept]
         assert positions == sorted(set(positions))
+
+
+async def test_a_subscriber_of_some_kinds_gets_only_those(bus: EventBus) -> None:
+    wanted = CancelRequested(job_id=str(uuid.uuid4()))
+    async with (
+        bus.subscribe(kinds=[CancelRequested]) as only_cancels,
+        bus.subscribe() as everything,
+    ):
+        await bus.publish([JobReplayed(job_id="j", replay_count=1, at=1.0), wanted])
+        with anyio.fail_after(5):
+            assert await only_cancels.receive() == wanted
+            assert [await everything.receive(), await everything.receive()][1] == wanted
+        await anyio.sleep(0.2)
+        with pytest.raises(anyio.WouldBlock):
+            only_cancels.receive_nowait()
