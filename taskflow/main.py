@@ -292,7 +292,12 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
 
             amqp = str(settings.amqp_url)
             transport = await stack.enter_async_context(
-                open_rabbitmq_transport(amqp, queues=settings.queues, prefix=settings.amqp_prefix)
+                open_rabbitmq_transport(
+                    amqp,
+                    queues=settings.queues,
+                    prefix=settings.amqp_prefix,
+                    quorum=settings.amqp_quorum,
+                )
             )
             events = await stack.enter_async_context(
                 open_rabbitmq_event_bus(amqp, prefix=settings.amqp_prefix)

@@ -27,3 +27,21 @@ async def receive_batch(stream: Receiver[T_co], limit: int) -> list[T_co]:
         except (anyio.WouldBlock, anyio.EndOfStream):
             break
     return batch
+
+
+class Notifier:
+    """Wakes every task waiting on it; the event is made lazily, inside the loop (a
+    condition without a lock, for "something changed, look again")."""
+
+    def __init__(self) -> None:
+        self._event: anyio.Event | None = None
+
+    def notify(self) -> None:
+        if self._event is not None:
+            self._event.set()
+            self._event = None
+
+    async def wait(self) -> None:
+        if self._event is None:
+            self._event = anyio.Event()
+        await self._event.wait()

@@ -19,6 +19,7 @@ from taskflow.codec import encode
 from taskflow.errors import TransportError
 from taskflow.messages import JobMessage
 from taskflow.ports.transport import Delivery
+from taskflow.streams import Notifier
 
 
 @dataclass(order=True)
@@ -28,23 +29,6 @@ class _Entry:
     body: bytes = field(compare=False)
     priority: int = field(compare=False)
     redelivered: bool = field(compare=False, default=False)
-
-
-class _Notifier:
-    """Wakes every waiter; the event is made lazily, inside the loop."""
-
-    def __init__(self) -> None:
-        self._event: anyio.Event | None = None
-
-    def notify(self) -> None:
-        if self._event is not None:
-            self._event.set()
-            self._event = None
-
-    async def wait(self) -> None:
-        if self._event is None:
-            self._event = anyio.Event()
-        await self._event.wait()
 
 
 class _Consumer:
@@ -84,7 +68,7 @@ class MemoryTransport:
         self._seq = itertools.count()
         self._tags = itertools.count(1)
         self._owners: dict[int, _Consumer] = {}
-        self._changed = _Notifier()
+        self._changed = Notifier()
         self.dead_lettered: list[tuple[str, bytes]] = []
         self.published = 0
         self.outage: Exception | None = None

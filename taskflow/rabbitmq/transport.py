@@ -54,6 +54,7 @@ from taskflow.rabbitmq.connection import (
     running,
 )
 from taskflow.rabbitmq.topology import MAX_PRIORITY, Topology
+from taskflow.streams import Notifier
 
 log = get_logger("taskflow.rabbitmq.transport")
 
@@ -72,23 +73,6 @@ class RabbitMQTransportStats:
     nacked: int
     stale_settles: int
     consumers: int
-
-
-class _Notifier:
-    """Wakes every waiter; the event is made lazily, inside the loop."""
-
-    def __init__(self) -> None:
-        self._event: anyio.Event | None = None
-
-    def notify(self) -> None:
-        if self._event is not None:
-            self._event.set()
-            self._event = None
-
-    async def wait(self) -> None:
-        if self._event is None:
-            self._event = anyio.Event()
-        await self._event.wait()
 
 
 @dataclass(slots=True, kw_only=True)
@@ -116,7 +100,7 @@ class _Consumer:
         self._handed: set[int] = set()
         self._consumer_tags: list[str] = []
         self._unwatch: Callable[[], None] | None = None
-        self._changed = _Notifier()
+        self._changed = Notifier()
         self._settling = anyio.Lock()
         """One settlement at a time per consumer: a ``multiple=True`` frame must never cover
         a tag that another task's frame, sent later, settles again (that closes the channel)."""

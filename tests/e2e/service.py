@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,39 +61,8 @@ class Service:
     def log(self) -> Path:
         return self.home / f"service-{self.port}.log"
 
-    def start(self, timeout: float = 90.0) -> None:
-        env = {
-            **os.environ,
-            **self.env,
-            "TASKFLOW_HOME": str(self.home),
-            "TASKFLOW_PORT": str(self.port),
-        }
-        self.starts += 1
-        with self.log.open("ab") as out:
-            out.write(f"--- start {self.starts} ---\n".encode())
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "taskflow", *self.command],
-                env=env,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"taskflow exited with {self.process.returncode}:\n{self.tail()}"
-                )
-            try:
-                status, _ = http("GET", f"{self.url}/api/v1/health", timeout=2)
-            except OSError:
-                status = 0
-            if status == 200:
-                return
-            time.sleep(0.2)
-        raise AssertionError(f"taskflow did not become ready in {timeout} s:\n{self.tail()}")
-
-    def start_worker(self, timeout: float = 90.0) -> None:
-        """Start a process that serves no HTTP (`taskflow worker`): ready when it says so."""
+    def _spawn(self) -> int:
+        """Start the process; returns where its output starts in the log."""
         env = {
             **os.environ,
             **self.env,
@@ -102,22 +72,46 @@ class Service:
         self.starts += 1
         mark = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as out:
+            out.write(f"--- start {self.starts} ---\n".encode())
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "taskflow", *self.command],
                 env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
+        return mark
+
+    def _wait_until(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(
                     f"taskflow exited with {self.process.returncode}:\n{self.tail()}"
                 )
-            if b"taskflow_started" in self.log.read_bytes()[mark:]:
+            if ready():
                 return
             time.sleep(0.2)
-        raise AssertionError(f"taskflow did not start in {timeout} s:\n{self.tail()}")
+        raise AssertionError(f"taskflow did not {what} in {timeout} s:\n{self.tail()}")
+
+    def start(self, timeout: float = 90.0) -> None:
+        """Start a process that serves HTTP: ready when its health check answers 200."""
+        self._spawn()
+
+        def healthy() -> bool:
+            try:
+                return http("GET", f"{self.url}/api/v1/health", timeout=2)[0] == 200
+            except OSError:
+                return False
+
+        self._wait_until(healthy, timeout, "become ready")
+
+    def start_worker(self, timeout: float = 90.0) -> None:
+        """Start a process that serves no HTTP (`taskflow worker`): ready when it says so."""
+        mark = self._spawn()
+        self._wait_until(
+            lambda: b"taskflow_started" in self.log.read_bytes()[mark:], timeout, "start"
+        )
 
     def signal(self, signum: int) -> None:
         assert self.process is not None

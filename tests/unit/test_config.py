@@ -48,6 +48,7 @@ EVERY_FIELD: list[tuple[str, str, Any]] = [
     ("database_url", DB_URL, DB_URL),
     ("amqp_url", "amqp://guest:guest@rabbit:5672/", "amqp://guest:guest@rabbit:5672/"),
     ("amqp_prefix", "prod", "prod"),
+    ("amqp_quorum", "true", True),
     ("redis_url", "redis://cache:6379/0", "redis://cache:6379/0"),
     ("s3_url", "s3://key:secret@minio:9000/logs", "s3://key:secret@minio:9000/logs"),
     ("host", "0.0.0.0", "0.0.0.0"),
