@@ -8,7 +8,7 @@ COPY taskflow ./taskflow
 COPY actors ./actors
 COPY web ./web
 COPY migrations ./migrations
-RUN pip install -e . && useradd --create-home taskflow
+RUN pip install -e ".[dashboard]" && useradd --create-home taskflow
 USER taskflow
 ENV TASKFLOW_HOST=0.0.0.0 TASKFLOW_LOG_JSON=true
 EXPOSE 8000

@@ -13,15 +13,18 @@ from __future__ import annotations
 import json
 import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 import anyio
-import panel as pn
-from bokeh.models import ColumnDataSource, DataTable, TableColumn
+import panel
+from bokeh.models import ColumnDataSource
+from bokeh.models.widgets.tables import DataTable, TableColumn
 from bokeh.plotting import figure
 from tornado.httpclient import AsyncHTTPClient
+
+pn: Any = panel  # Panel's constructors and pn.serve are untyped: use them through Any
 
 METRICS_PATH = "/api/v1/metrics"
 TITLE = "TaskFlow"
@@ -39,7 +42,7 @@ class Dashboard:
         self.last: dict[str, Any] | None = None
 
         def number(name: str, fmt: str = "{value}") -> Any:
-            return pn.indicators.Number(name=name, value=0, format=fmt, font_size="32pt")
+            return pn.indicators.Number(label=name, value=0, format=fmt, font_size="32pt")
 
         self.pending = number("Pending")
         self.in_progress = number("In progress")
@@ -62,9 +65,7 @@ class Dashboard:
             toolbar_location=None,
         )
         chart.line(x="t", y="jobs_per_s", source=self.series, line_width=2)
-        self.workers = ColumnDataSource(
-            data={"id": [], "online": [], "busy": [], "throughput": []}
-        )
+        self.workers = ColumnDataSource(data={"id": [], "online": [], "busy": [], "throughput": []})
         table = DataTable(
             source=self.workers,
             columns=[
@@ -117,10 +118,14 @@ class Dashboard:
         "API unreachable: <reason>" in the status line and returns ``False``."""
         try:
             metrics = await self.fetch()
-            self.update(metrics)
         except Exception as exc:  # the page must survive any poll failure
             reason = str(exc) or type(exc).__name__
             self.status.object = f"**API unreachable: {reason}** ({self.metrics_url})"
+            return False
+        try:
+            self.update(metrics)
+        except Exception as exc:  # e.g. an API version with other fields
+            self.status.object = f"**Unexpected metrics: {type(exc).__name__}: {exc}**"
             return False
         return True
 
@@ -160,9 +165,8 @@ def make_dashboard(api_url: str, *, period_ms: int = 1000) -> Any:
     dashboard = Dashboard(api_url)
     doc = pn.state.curdoc
     if doc is not None and doc.session_context is not None:
-        poll = cast(Callable[[], None], dashboard.poll)
-        pn.state.onload(poll)
-        pn.state.add_periodic_callback(poll, period=period_ms)
+        pn.state.onload(dashboard.poll)
+        pn.state.add_periodic_callback(dashboard.poll, period=period_ms)
     return dashboard.view
 
 

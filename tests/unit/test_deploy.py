@@ -42,6 +42,7 @@ def test_the_stack_has_every_service() -> None:
         "migrate",
         "api",
         "worker",
+        "dashboard",
     } <= set(services)
     assert services["api"]["deploy"]["replicas"] == 2
     assert services["worker"]["deploy"]["replicas"] == 3
@@ -53,7 +54,7 @@ def test_the_stack_has_every_service() -> None:
 def test_each_taskflow_command_is_a_real_cli_entry(service: str) -> None:
     command = taskflow_services()[service]["command"]
     args = parser().parse_args(command)  # the image's ENTRYPOINT is `taskflow`
-    assert args.command in {"up", "api", "worker", "migrate"}
+    assert args.command in {"up", "api", "worker", "migrate", "dashboard"}
 
 
 @pytest.mark.parametrize("service", sorted(taskflow_services()))
