@@ -56,6 +56,7 @@ API_NAME = "TaskFlow API"
 api = Blueprint("api", __name__, url_prefix=API_PREFIX)
 
 F = TypeVar("F", bound=Callable[..., object])
+T = TypeVar("T")
 
 
 def errors(*statuses: int) -> Callable[[F], F]:
@@ -186,13 +187,13 @@ async def list_dead_letters() -> Response:
     """List dead letters (jobs that failed for good), newest first."""
     page = parse_page(request.args)
     jobs = await current_state().runtime.dead_letter_list(limit=page.limit + 1, offset=page.offset)
-    shown = jobs[: page.limit]
+    shown, next_offset = _one_page(jobs, page)
     return json_response(
         DeadLetterPage(
             limit=page.limit,
             offset=page.offset,
             tasks=[job_out(job) for job in shown],
-            next_offset=page.offset + len(shown) if len(jobs) > page.limit else None,
+            next_offset=next_offset,
         )
     )
 
@@ -206,15 +207,21 @@ async def list_dead_messages() -> Response:
     unknown job), newest first, each with the reason it was dead-lettered."""
     page = parse_page(request.args)
     messages = await current_state().runtime.dead_messages(limit=page.limit + 1, offset=page.offset)
-    shown = messages[: page.limit]
+    shown, next_offset = _one_page(messages, page)
     return json_response(
         DeadMessagePage(
             limit=page.limit,
             offset=page.offset,
             messages=[dead_message_out(m) for m in shown],
-            next_offset=page.offset + len(shown) if len(messages) > page.limit else None,
+            next_offset=next_offset,
         )
     )
+
+
+def _one_page(rows: list[T], page: PageQuery) -> tuple[list[T], int | None]:
+    """``rows`` was read with ``limit + 1``: the page, and the next offset if there is more."""
+    shown = rows[: page.limit]
+    return shown, (page.offset + len(shown) if len(rows) > page.limit else None)
 
 
 @api.post("/jobs/action/<task_id>/retry")
