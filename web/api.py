@@ -19,6 +19,7 @@ from taskflow.main import Runtime
 from taskflow.messages import NewJob
 from web.middleware import log
 from web.parsing import (
+    Page,
     decode_json,
     encode_cursor,
     idempotency_key,
@@ -218,7 +219,7 @@ async def list_dead_messages() -> Response:
     )
 
 
-def _one_page(rows: list[T], page: PageQuery) -> tuple[list[T], int | None]:
+def _one_page(rows: list[T], page: Page) -> tuple[list[T], int | None]:
     """``rows`` was read with ``limit + 1``: the page, and the next offset if there is more."""
     shown = rows[: page.limit]
     return shown, (page.offset + len(shown) if len(rows) > page.limit else None)
