@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from dataclasses import dataclass, field
 
@@ -57,6 +58,9 @@ class Ingest:
     clock: Clock
     max_group: int = 1000
     key_ttl: float = 24 * 3600.0
+    crash_after_commit: bool = False
+    """Fault injection for the fault suite only: hard-exit (status 97) once a submission's
+    rows are committed and before they are published, as a crash there would."""
     _stopping: bool = field(default=False, init=False)
     _stats: dict[str, int] = field(
         default_factory=lambda: {
@@ -190,6 +194,8 @@ class Ingest:
                 )
         new_jobs = [job for _, jobs, _ in stored for job in jobs]
         due = [j for j in new_jobs if j.status is JobStatus.PENDING]
+        if self.crash_after_commit and new_jobs:
+            os._exit(97)  # the outbox fault hook: committed, not published
         try:
             await publish_jobs(self.transport, self.store, due)
         except Exception as exc:

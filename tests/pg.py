@@ -5,6 +5,8 @@ template (procrastinate's pattern)."""
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,7 +30,7 @@ def admin(url: str, *statements: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server_url() -> Iterator[str]:
     url = os.environ.get("TASKFLOW_TEST_DATABASE_URL")
     if url:
         try:
@@ -37,10 +39,15 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             require_service("PostgreSQL", f"{url}: {exc}")
         yield url
         return
-    home: Path = tmp_path_factory.mktemp("embedded-pg")
-    home.chmod(0o755)  # as root the server runs as another user, which must reach its data
-    with embedded_server(home) as url:
-        yield url
+    # Not under pytest's own temp folder: that one is private to the user (0700), and as root
+    # the embedded server runs as another user, which must reach its data.
+    home = Path(tempfile.mkdtemp(prefix="taskflow-test-pg-"))
+    home.chmod(0o755)
+    try:
+        with embedded_server(home) as url:
+            yield url
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,93 @@
+"""Scenario 5 of the fault suite: SIGTERM to every worker mid-run, then a restart."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_distributed import executions, submit_many
+from tests.faults.harness import base_env, query, service, stop_all, wait_all_terminal
+from tests.rabbit import Vhost
+
+pytestmark = pytest.mark.timeout(120)
+
+JOBS = 24
+WORKERS = 2
+CONCURRENCY = 4
+JOB_MS = 2000
+GRACE = 1.0
+
+
+def test_sigterm_to_every_worker_mid_run_burns_no_attempt(
+    tmp_path: Path, pg_url: str, rabbit_vhost: Vhost, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Jobs of 2 s, a shutdown grace of 1 s: SIGTERM to every worker while a wave of jobs is
+    half done cuts some of them. Each worker exits 0; the cut jobs are released (back to
+    ``pending`` with their attempt given back), so after a restart every job completes with
+    ``attempts == 1`` and none carries ``worker_lost``: the shutdown burned no attempt."""
+    env = base_env(
+        pg_url,
+        rabbit_vhost,
+        TASKFLOW_CONCURRENCY=str(CONCURRENCY),
+        TASKFLOW_SHUTDOWN_GRACE_SECONDS=str(GRACE),
+    )
+    api = service(tmp_path, "api", env, "api")
+    workers = [service(tmp_path, f"w{i}", env, "worker") for i in range(WORKERS)]
+    try:
+        api.start()
+        for worker in workers:
+            worker.start_worker()
+        ids = submit_many(api, "record", [{"ms": JOB_MS}] * JOBS)
+        # Wait for the second wave to be well under way (the first took 2 s), then stop it.
+        deadline = time.monotonic() + 30
+        while len(executions(pg_url)) < WORKERS * CONCURRENCY:
+            assert time.monotonic() < deadline, "the first wave did not finish"
+            time.sleep(0.1)
+        time.sleep(0.5)
+        running = {
+            str(r[0])
+            for r in query(
+                pg_url, "SELECT id::text FROM taskflow_jobs WHERE status = 'in_progress'"
+            )
+        }
+        stopping = time.monotonic()
+        for worker in workers:
+            worker.signal(signal.SIGTERM)
+        codes = [worker.wait(30) for worker in workers]
+        shutdown = time.monotonic() - stopping
+        assert codes == [0] * WORKERS, [w.tail() for w in workers]
+        after = {
+            str(r[0]): (str(r[1]), int(r[2]))
+            for r in query(pg_url, "SELECT id::text, status, attempts FROM taskflow_jobs")
+        }
+        cut = sorted(i for i in running if after[i][0] == "pending")
+        assert cut, f"no job was cut by the 1 s grace: {running}, {after}"
+        assert all(after[i][1] == 0 for i in cut)  # released: the attempt given back
+        assert not [i for i, (status, _) in after.items() if status == "in_progress"]
+
+        for worker in workers:
+            worker.start_worker()
+        counts = wait_all_terminal(pg_url, JOBS, timeout=60)
+        assert counts == {"completed": JOBS}
+        jobs = query(pg_url, "SELECT id::text, attempts, error->>'code' FROM taskflow_jobs")
+        assert {str(r[0]) for r in jobs} == set(ids)
+        burned = [r for r in jobs if int(r[1]) != 1]
+        worker_lost = [r for r in jobs if r[2] == "worker_lost"]
+        rows = executions(pg_url)
+        per_attempt = Counter((job_id, attempt) for job_id, attempt, _, _ in rows)
+        with capsys.disabled():
+            print(
+                f"\nsigterm: jobs={JOBS} faults={WORKERS} running_at_signal={len(running)} "
+                f"cut={len(cut)} burned={len(burned)} worker_lost={len(worker_lost)} "
+                f"lost=0 executions={len(rows)} "
+                f"same_attempt_reruns={sum(n - 1 for n in per_attempt.values() if n > 1)} "
+                f"shutdown_s={shutdown:.1f}"
+            )
+        assert not burned, burned
+        assert not worker_lost, worker_lost
+    finally:
+        stop_all([api, *workers])
