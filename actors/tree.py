@@ -82,6 +82,8 @@ class TreeConfig:
     heartbeats from every process) and the web edge; ``worker`` runs dispatcher, executors,
     retrier, DLQ keeper, reaper and heartbeat (its own metrics, published)."""
     heartbeat_interval: float = 2.0
+    crash_after_commit: bool = False
+    """Fault injection for the fault suite only (see ``Ingest.crash_after_commit``)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -186,6 +188,7 @@ async def open_tree(
             events=res.events,
             registry=registry,
             key_ttl=cfg.idempotency_ttl,
+            crash_after_commit=cfg.crash_after_commit,
             store=res.store,
             transport=res.transport,
             clock=res.clock,

@@ -353,6 +353,8 @@ def tree_config(settings: Settings) -> TreeConfig:
         retention_completed=settings.retention_completed,
         retention_failed=settings.retention_failed,
         idempotency_ttl=settings.idempotency_ttl,
+        # Fault injection for the fault suite (tests/faults) only: never set in production.
+        crash_after_commit=os.environ.get("TASKFLOW_TEST_CRASH_AFTER_COMMIT") == "1",
     )
 
 
@@ -374,11 +376,7 @@ async def serve(settings: Settings, role: str = "up") -> None:
     stop = anyio.Event()
     forced: list[Tree] = []
 
-    # Fault injection for the fault suite (tests/faults): never set in production.
-    crash_after_commit = os.environ.get("TASKFLOW_TEST_CRASH_AFTER_COMMIT") == "1"
-
     def edge(tree: Tree) -> list[ChildSpec]:
-        tree.ingest.crash_after_commit = crash_after_commit  # before the web server takes requests
         server = WebServer(
             app=create_app(Runtime(tree, resources), settings),
             host=settings.host,

@@ -249,12 +249,6 @@ class RabbitMQConnection:
                 return session
             await self._wait_changed()
 
-    async def wait_disconnected(self) -> None:
-        """Wait until the current session (if any) is lost."""
-        session = self.session
-        if session is not None:
-            await session.lost.wait()
-
     def lose(self, reason: str) -> None:
         """Drop the current session (it will be reopened); for adapters that detect a broken
         channel state, and for tests."""
