@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 from collections.abc import Iterator
@@ -114,12 +115,10 @@ def service(tmp_path: Path, pg_url: str) -> Iterator[Service]:
 def send(svc: Service, method: str, path: str, body: bytes, content_type: str) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", svc.port, timeout=30)
     try:
-        try:
+        # The server may answer a body that is too large (by its Content-Length) and close
+        # before the client finished sending it; its answer is still there to read.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             conn.request(method, path, body=body or None, headers={"Content-Type": content_type})
-        except (BrokenPipeError, ConnectionResetError):
-            # The server may answer a body that is too large (by its Content-Length) and close
-            # before the client finished sending it; its answer is still there to read.
-            pass
         response = conn.getresponse()
         return response.status, response.read()
     finally:
