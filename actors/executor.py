@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -55,6 +56,30 @@ class ExecutorStats:
     released: int
 
 
+@dataclass
+class _ThreadCall:
+    """A sync task's run in its worker thread, observable after the awaiting task was cut:
+    a thread cannot be cancelled, so a shutdown waits for it instead of giving the job back
+    while it still runs (which would run the job twice under one attempt number)."""
+
+    started: float = 0.0
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
+    ctx: JobContext | None = None
+
+    def run(self, fn: Any, payload: Any, ctx: JobContext) -> Any:
+        self.ctx = ctx
+        try:
+            self.result = fn(payload, ctx)
+            return self.result
+        except BaseException as exc:
+            self.error = exc
+            raise
+        finally:
+            self.done.set()
+
+
 @dataclass(kw_only=True)
 class _Running:
     job: Job
@@ -89,6 +114,7 @@ class ExecutorPool:
     _progress: dict[str, tuple[int, float, str | None]] = field(default_factory=dict, init=False)
     _progress_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _inflight: int = field(default=0, init=False)
+    _forced: bool = field(default=False, init=False)
     _idle: anyio.Event | None = field(default=None, init=False)
     _stop: anyio.Event | None = field(default=None, init=False)
     _stats: dict[str, int] = field(
@@ -116,6 +142,11 @@ class ExecutorPool:
         """Take no new work; ``run`` returns once every attempt in flight is stored."""
         if self._stop is not None:
             self._stop.set()
+
+    def force(self) -> None:
+        """A forced stop (second signal): do not wait for sync tasks still in their threads;
+        their jobs stay claimed and their leases bring them back (``worker_lost``)."""
+        self._forced = True
 
     def cancel(self, job_id: str) -> bool:
         """Cancel the running attempt of ``job_id`` here; remember it if it has not started."""
@@ -154,18 +185,67 @@ class ExecutorPool:
                 if self._stop is not None and self._stop.is_set():
                     # Stopping: take no new work; give the job back without burning the attempt.
                     with anyio.CancelScope(shield=True):
-                        await self._release(run)
+                        await self._release(run.job.id, run.job.attempts, run.delivery_tag)
                     self._check_idle()
                     continue
+                call = _ThreadCall()
                 try:
-                    outcome = await self._execute(run, limiter)
+                    outcome = await self._execute(run, limiter, call)
                 except anyio.get_cancelled_exc_class():
-                    with anyio.CancelScope(shield=True), anyio.move_on_after(5):
-                        await self._release(run)
+                    with anyio.CancelScope(shield=True):
+                        await self._settle_cut(run, call)
                     raise
-                await outcomes.send(outcome)
+                try:
+                    await outcomes.send(outcome)
+                except anyio.get_cancelled_exc_class():
+                    with anyio.CancelScope(shield=True):
+                        await self._settle_now(outcome)
+                    raise
 
-    async def _execute(self, run: RunJob, limiter: anyio.CapacityLimiter) -> Outcome:
+    async def _settle_now(self, outcome: Outcome) -> None:
+        """Store an outcome the writer will not see (the pool is being cancelled): a success
+        or a cancel is stored as usual; a failure gives the job back (the retrier, which
+        settles failures, may be gone), so no attempt is burned by the shutdown."""
+        if isinstance(outcome, JobFailed):
+            with anyio.move_on_after(5):
+                await self._release(outcome.job_id, outcome.attempt, outcome.delivery_tag)
+            return
+        with anyio.move_on_after(10):
+            await self._store_outcomes([outcome])
+
+    async def _settle_cut(self, run: RunJob, call: _ThreadCall) -> None:
+        """The pool was cancelled (shutdown past its grace, or forced) while ``run`` ran.
+
+        An async task has stopped: give the job back without burning the attempt. A sync
+        task's thread cannot be stopped: wait for it and store what it returned, so the job
+        does not run again under the same attempt; a failure it raised (``ctx.cancelled`` seen)
+        gives the job back. If forced, leave the job claimed: its lease brings it back."""
+        job = run.job
+        if call.started and not call.done.is_set():
+            log.warning("waiting_for_sync_task", job_id=job.id, attempt=job.attempts)
+            renewed = self.clock.now()
+            while not call.done.is_set():
+                if self._forced:
+                    log.warning("sync_task_left_to_its_lease", job_id=job.id)
+                    self._inflight -= 1
+                    return
+                if self.clock.now() - renewed >= self.lease / 3:  # the renewer has stopped
+                    renewed = self.clock.now()
+                    with contextlib.suppress(StoreError):
+                        until = renewed + self.lease
+                        renew = Renew(job_id=job.id, attempt=job.attempts, until=until)
+                        await self.store.settle([renew], now=renewed)
+                await anyio.sleep(0.02)
+        if call.started and call.error is None:
+            lines = tuple(call.ctx.log_lines()) if call.ctx else ()
+            await self._settle_now(self._succeeded(run, call.started, call.result, lines))
+            return
+        with anyio.move_on_after(5):
+            await self._release(run.job.id, run.job.attempts, run.delivery_tag)
+
+    async def _execute(
+        self, run: RunJob, limiter: anyio.CapacityLimiter, call: _ThreadCall
+    ) -> Outcome:
         job = run.job
         started = self.clock.now()
         self._stats["started"] += 1
@@ -203,7 +283,7 @@ class ExecutorPool:
         result: Any = None
         try:
             with running.scope, anyio.move_on_after(job.timeout or float("inf")) as deadline:
-                result = await self._call(spec, job, ctx, limiter)
+                result = await self._call(spec, job, ctx, limiter, call, started)
         except Retry as exc:
             return self._failed(
                 run, started, _error("retry_requested", exc), retry_delay=exc.delay, ctx=ctx
@@ -230,11 +310,17 @@ class ExecutorPool:
         if deadline.cancelled_caught:
             message = f"the attempt ran longer than its timeout of {job.timeout} s"
             return self._failed(run, started, JobError(code="timeout", message=message), ctx=ctx)
+        return self._succeeded(run, started, result, lines)
+
+    def _succeeded(
+        self, run: RunJob, started: float, result: Any, lines: tuple[str, ...]
+    ) -> JobSucceeded | JobFailed:
+        job = run.job
         try:
             encode_value(result)
         except TypeError as exc:
             error = JobError(code="result_not_serializable", message=str(exc), type="TypeError")
-            return self._failed(run, started, error, retryable=False, ctx=ctx)
+            return self._failed(run, started, error, retryable=False)
         return JobSucceeded(
             job_id=job.id,
             task=job.task,
@@ -248,12 +334,22 @@ class ExecutorPool:
         )
 
     async def _call(
-        self, spec: TaskSpec, job: Job, ctx: JobContext, limiter: anyio.CapacityLimiter
+        self,
+        spec: TaskSpec,
+        job: Job,
+        ctx: JobContext,
+        limiter: anyio.CapacityLimiter,
+        call: _ThreadCall,
+        started: float,
     ) -> Any:
         if spec.is_async:
             return await spec.fn(job.payload, ctx)
+        # Abandoned on cancel: a timeout or a cancel records its outcome at once (the thread
+        # finishes on its own; ``ctx.cancelled`` tells it to stop). A shutdown waits for it
+        # instead (``_settle_cut``).
+        call.started = started
         return await anyio.to_thread.run_sync(
-            spec.fn, job.payload, ctx, limiter=limiter, abandon_on_cancel=True
+            call.run, spec.fn, job.payload, ctx, limiter=limiter, abandon_on_cancel=True
         )
 
     def _cancelled(self, run: RunJob, lines: tuple[str, ...]) -> JobCancelled:
@@ -294,13 +390,10 @@ class ExecutorPool:
             log_lines=tuple(ctx.log_lines()) if ctx else (),
         )
 
-    async def _release(self, run: RunJob) -> None:
+    async def _release(self, job_id: str, attempt: int, delivery_tag: int) -> None:
         """Shutdown cancelled the attempt: give the job back without burning the attempt."""
-        job = run.job
-        await self.store.settle(
-            [Release(job_id=job.id, attempt=job.attempts)], now=self.clock.now()
-        )
-        await self.transport.nack([run.delivery_tag], requeue=True)
+        await self.store.settle([Release(job_id=job_id, attempt=attempt)], now=self.clock.now())
+        await self.transport.nack([delivery_tag], requeue=True)
         self._stats["released"] += 1
         self._inflight -= 1
 
@@ -313,7 +406,18 @@ class ExecutorPool:
                     batch = await receive_batch(outcomes, 256)
                 except anyio.EndOfStream:
                     return
-                await self._store_outcomes(batch)
+                except anyio.get_cancelled_exc_class():
+                    # Cancelled with outcomes still buffered: store them, or give them back.
+                    with anyio.CancelScope(shield=True):
+                        while True:
+                            try:
+                                outcome = outcomes.receive_nowait()
+                            except (anyio.WouldBlock, anyio.EndOfStream):
+                                break
+                            await self._settle_now(outcome)
+                    raise
+                with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                    await self._store_outcomes(batch)
 
     async def _store_outcomes(self, batch: list[Outcome]) -> None:
         settled: list[JobSucceeded | JobCancelled] = []

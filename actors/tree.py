@@ -99,7 +99,8 @@ class Tree:
     metrics: MetricsCollector
     supervisor: Supervisor = field(init=False)
     force_stop: Callable[[], None] = field(init=False)
-    """Cancel every actor now (a second Ctrl-C): running attempts are released, not lost."""
+    """Cancel every actor now (a second Ctrl-C): running async attempts are released; sync
+    tasks still in their threads are left claimed, and their leases bring them back."""
 
 
 EdgeChildren = Callable[[Tree], Sequence[ChildSpec]]
@@ -245,7 +246,12 @@ async def open_tree(
             children += edge(tree)
         supervisor = tree.supervisor = Supervisor(children, policy=cfg.restart, name="taskflow")
         async with anyio.create_task_group() as tg:
-            tree.force_stop = tg.cancel_scope.cancel
+
+            def force_stop() -> None:
+                pool.force()
+                tg.cancel_scope.cancel()
+
+            tree.force_stop = force_stop
             await tg.start(supervisor.run)
             try:
                 yield tree

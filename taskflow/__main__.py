@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import logging
+import os
 import sys
+import threading
 from collections.abc import Sequence
 
 import anyio
@@ -54,6 +57,25 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _exit_past_stuck_threads() -> None:
+    """Sync tasks abandoned by a timeout, a cancel or a forced stop may still run in their
+    (non-daemon) threads and would hold the interpreter open; their jobs already have an
+    outcome or a lease that expires, so leave now instead of waiting for them."""
+    stuck = [
+        t
+        for t in threading.enumerate()
+        if t is not threading.main_thread() and not t.daemon and t.is_alive()
+    ]
+    for t in stuck:
+        t.join(timeout=0.5)
+    if any(t.is_alive() for t in stuck):
+        log.warning("exit_with_task_threads_running", threads=len(stuck))
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -72,6 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from taskflow.main import serve
 
             anyio.run(serve, settings, args.command, backend="asyncio")
+            _exit_past_stuck_threads()
         elif args.command == "migrate":
             return migrate_command(settings, rollback=args.rollback, show=args.list)
         elif args.command == "dashboard":

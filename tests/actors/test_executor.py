@@ -55,6 +55,8 @@ class Harness:
     runs: MemoryObjectSendStream[RunJob]
     failures: MemoryObjectReceiveStream[JobFailed]
     stopped: anyio.Event
+    scope: anyio.CancelScope
+    """The pool's own scope: cancelling it is what the supervisor does when the grace ends."""
 
 
 @asynccontextmanager
@@ -105,10 +107,12 @@ async def running_pool(
             runs=runs_send,
             failures=failures,
             stopped=anyio.Event(),
+            scope=anyio.CancelScope(),
         )
 
         async def run(*, task_status: anyio.abc.TaskStatus[None]) -> None:
-            await pool.run(task_status=task_status)
+            with h.scope:
+                await pool.run(task_status=task_status)
             h.stopped.set()
 
         async with anyio.create_task_group() as tg:
@@ -568,6 +572,144 @@ async def test_after_stop_no_new_attempt_is_started() -> None:
         assert h.store.jobs[first.job.id].status is JobStatus.COMPLETED
         assert entered == [first.job.id]
         assert h.store.jobs[late.job.id].status is not JobStatus.COMPLETED
+
+
+async def test_an_async_attempt_cut_by_the_end_of_the_grace_is_given_back_unburned() -> None:
+    registry = TaskRegistry()
+    entered = anyio.Event()
+    finalized: list[str] = []
+
+    @registry.task(name="endless")
+    async def endless(payload: dict[str, Any], ctx: JobContext) -> None:
+        try:
+            entered.set()
+            await anyio.sleep_forever()
+        finally:
+            finalized.append(ctx.job_id)
+
+    async with running_pool(registry) as h:
+        run = await claim(h, "endless")
+        await h.runs.send(run)
+        with anyio.fail_after(5):
+            await entered.wait()
+        await h.pool.stop()
+        h.scope.cancel()  # the grace ended
+        with anyio.fail_after(5):
+            await h.stopped.wait()
+        job = h.store.jobs[run.job.id]
+        assert (job.status, job.attempts) == (JobStatus.PENDING, 0)  # the attempt given back
+        assert finalized == [run.job.id]
+        redelivered = h.deliveries.receive_nowait()  # requeued for the next worker
+        assert decode(redelivered.body).job_id == run.job.id  # type: ignore[union-attr]
+        assert h.pool.statistics().released == 1
+
+
+async def test_an_outcome_reached_as_the_pool_is_cancelled_is_stored_not_lost() -> None:
+    """The task returns at the moment the grace ends (it shielded its last step): its result
+    is stored and its delivery acked, not left to a lease that would run it again."""
+    registry = TaskRegistry()
+    entered, gate = anyio.Event(), anyio.Event()
+
+    @registry.task(name="last_step")
+    async def last_step(payload: dict[str, Any], ctx: JobContext) -> str:
+        with anyio.CancelScope(shield=True):
+            entered.set()
+            await gate.wait()
+        return "kept"
+
+    async with running_pool(registry) as h:
+        run = await claim(h, "last_step")
+        await h.runs.send(run)
+        with anyio.fail_after(5):
+            await entered.wait()
+        await h.pool.stop()
+        h.scope.cancel()
+        gate.set()
+        with anyio.fail_after(5):
+            await h.stopped.wait()
+        job = h.store.jobs[run.job.id]
+        assert (job.status, job.result, job.attempts) == (JobStatus.COMPLETED, "kept", 1)
+        assert h.transport.unsettled() == 0
+
+
+def _gated_sync_task(registry: TaskRegistry, *, cooperative: bool = False) -> Any:
+    """A `def` task that blocks until its gate opens (or, cooperative, until cancelled)."""
+    state = type("State", (), {})()
+    state.gate = threading.Event()
+    state.entered = threading.Event()
+    state.calls = []
+
+    @registry.task(name="blocking")
+    def blocking(payload: dict[str, Any], ctx: JobContext) -> str:
+        state.calls.append(ctx.attempt)
+        state.entered.set()
+        while not state.gate.wait(0.01):
+            if cooperative and ctx.cancelled:
+                raise RuntimeError("stopping: the attempt was cancelled")
+        return "finished"
+
+    return state
+
+
+async def _cut(h: Harness, state: Any, *, force: bool = False) -> RunJob:
+    run = await claim(h, "blocking")
+    await h.runs.send(run)
+    await wait_until(state.entered.is_set)
+    await h.pool.stop()
+    if force:
+        h.pool.force()
+    h.scope.cancel()
+    return run
+
+
+async def test_a_sync_attempt_cut_by_the_grace_is_waited_for_and_completes_once() -> None:
+    """A thread cannot be cancelled: giving the job back while it still runs would run the
+    job twice under one attempt number. The pool waits for it and stores what it returned."""
+    registry = TaskRegistry()
+    state = _gated_sync_task(registry)
+    async with running_pool(registry) as h:
+        run = await _cut(h, state)
+        await anyio.sleep(0.2)
+        assert not h.stopped.is_set()  # still waiting for the thread
+        assert h.store.jobs[run.job.id].status is JobStatus.IN_PROGRESS
+        state.gate.set()
+        with anyio.fail_after(5):
+            await h.stopped.wait()
+        job = h.store.jobs[run.job.id]
+        assert (job.status, job.result, job.attempts) == (JobStatus.COMPLETED, "finished", 1)
+        assert state.calls == [1]
+        assert h.transport.unsettled() == 0
+        assert h.pool.statistics().released == 0
+
+
+async def test_a_sync_attempt_that_stops_on_ctx_cancelled_is_given_back_unburned() -> None:
+    registry = TaskRegistry()
+    state = _gated_sync_task(registry, cooperative=True)
+    async with running_pool(registry) as h:
+        run = await _cut(h, state)
+        with anyio.fail_after(5):
+            await h.stopped.wait()
+        job = h.store.jobs[run.job.id]
+        assert (job.status, job.attempts) == (JobStatus.PENDING, 0)
+        assert h.pool.statistics().released == 1
+
+
+async def test_a_forced_stop_leaves_a_running_sync_attempt_to_its_lease() -> None:
+    """A second signal does not wait for the thread, and does not give the job back either
+    (the thread still runs it): the job stays claimed until its lease expires."""
+    registry = TaskRegistry()
+    state = _gated_sync_task(registry)
+    async with running_pool(registry) as h:
+        try:
+            run = await _cut(h, state, force=True)
+            with anyio.fail_after(5):
+                await h.stopped.wait()
+            job = h.store.jobs[run.job.id]
+            assert (job.status, job.attempts) == (JobStatus.IN_PROGRESS, 1)
+            assert job.lease_expires_at is not None
+            assert h.pool.statistics().released == 0
+        finally:
+            state.gate.set()
 
 
 async def test_lines_logged_through_ctx_log_reach_the_log_store() -> None:

@@ -11,6 +11,7 @@ import threading
 import time
 from typing import Any
 
+import anyio
 import psycopg
 
 from taskflow import JobContext, TaskRegistry
@@ -42,10 +43,23 @@ def _connection() -> psycopg.Connection[Any]:
 def record(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """Sleep ``ms`` milliseconds, then record this execution."""
     time.sleep(float(payload.get("ms", 0)) / 1000.0)
+    _insert(ctx.job_id, ctx.attempt, payload.get("priority"))
+    return {"worker": os.getpid()}
+
+
+def _insert(job_id: str, attempt: int, priority: Any = None) -> None:
     _connection().execute(
         "INSERT INTO executions (job_id, attempt, worker, priority) VALUES (%s, %s, %s, %s)",
-        (ctx.job_id, ctx.attempt, os.getpid(), payload.get("priority")),
+        (job_id, attempt, os.getpid(), priority),
     )
+
+
+@registry.task(name="record_async", max_attempts=5, timeout=60.0)
+async def record_async(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """`record` as an async task: the sleep can be cancelled, the recording cannot."""
+    await anyio.sleep(float(payload.get("ms", 0)) / 1000.0)
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(_insert, ctx.job_id, ctx.attempt)
     return {"worker": os.getpid()}
 
 

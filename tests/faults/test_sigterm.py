@@ -25,10 +25,17 @@ GRACE = 1.0
 def test_sigterm_to_every_worker_mid_run_burns_no_attempt(
     tmp_path: Path, pg_url: str, rabbit_vhost: Vhost, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Jobs of 2 s, a shutdown grace of 1 s: SIGTERM to every worker while a wave of jobs is
-    half done cuts some of them. Each worker exits 0; the cut jobs are released (back to
-    ``pending`` with their attempt given back), so after a restart every job completes with
-    ``attempts == 1`` and none carries ``worker_lost``: the shutdown burned no attempt."""
+    """Jobs of 2 s, half `async def` (`record_async`) and half plain `def` (`record`), a
+    shutdown grace of 1 s: SIGTERM to every worker while a wave of jobs is half done.
+
+    - Each worker exits 0.
+    - The async jobs still running when the grace ends are cut and released: back to
+      ``pending`` with their attempt given back.
+    - The sync jobs cannot be cut (a thread cannot be cancelled): the worker waits for them
+      and stores their outcome, instead of giving back a job whose thread still runs it.
+    - After a restart every job completes with ``attempts == 1``, none carries
+      ``worker_lost``, and every job recorded exactly one execution: the shutdown burned no
+      attempt and ran nothing twice."""
     env = base_env(
         pg_url,
         rabbit_vhost,
@@ -41,7 +48,9 @@ def test_sigterm_to_every_worker_mid_run_burns_no_attempt(
         api.start()
         for worker in workers:
             worker.start_worker()
-        ids = submit_many(api, "record", [{"ms": JOB_MS}] * JOBS)
+        ids: list[str] = []
+        for i in range(JOBS):  # interleaved, so every wave holds both kinds
+            ids += submit_many(api, "record" if i % 2 else "record_async", [{"ms": JOB_MS}])
         # Wait for the second wave to be well under way (the first took 2 s), then stop it.
         deadline = time.monotonic() + 30
         while len(executions(pg_url)) < WORKERS * CONCURRENCY:
@@ -49,9 +58,9 @@ def test_sigterm_to_every_worker_mid_run_burns_no_attempt(
             time.sleep(0.1)
         time.sleep(0.5)
         running = {
-            str(r[0])
+            str(r[0]): str(r[1])
             for r in query(
-                pg_url, "SELECT id::text FROM taskflow_jobs WHERE status = 'in_progress'"
+                pg_url, "SELECT id::text, task FROM taskflow_jobs WHERE status = 'in_progress'"
             )
         }
         stopping = time.monotonic()
@@ -65,8 +74,12 @@ def test_sigterm_to_every_worker_mid_run_burns_no_attempt(
             for r in query(pg_url, "SELECT id::text, status, attempts FROM taskflow_jobs")
         }
         cut = sorted(i for i in running if after[i][0] == "pending")
+        waited = sorted(i for i, task in running.items() if task == "record")
         assert cut, f"no job was cut by the 1 s grace: {running}, {after}"
+        assert waited, f"no sync job was running at the signal: {running}"
+        assert all(running[i] == "record_async" for i in cut)  # only async jobs are cut
         assert all(after[i][1] == 0 for i in cut)  # released: the attempt given back
+        assert all(after[i] == ("completed", 1) for i in waited)  # waited for, stored
         assert not [i for i, (status, _) in after.items() if status == "in_progress"]
 
         for worker in workers:
@@ -78,16 +91,18 @@ def test_sigterm_to_every_worker_mid_run_burns_no_attempt(
         burned = [r for r in jobs if int(r[1]) != 1]
         worker_lost = [r for r in jobs if r[2] == "worker_lost"]
         rows = executions(pg_url)
-        per_attempt = Counter((job_id, attempt) for job_id, attempt, _, _ in rows)
+        per_job = Counter(job_id for job_id, _, _, _ in rows)
+        twice = sorted(j for j, n in per_job.items() if n > 1)
         with capsys.disabled():
             print(
                 f"\nsigterm: jobs={JOBS} faults={WORKERS} running_at_signal={len(running)} "
-                f"cut={len(cut)} burned={len(burned)} worker_lost={len(worker_lost)} "
-                f"lost=0 executions={len(rows)} "
-                f"same_attempt_reruns={sum(n - 1 for n in per_attempt.values() if n > 1)} "
-                f"shutdown_s={shutdown:.1f}"
+                f"cut_async={len(cut)} waited_sync={len(waited)} burned={len(burned)} "
+                f"worker_lost={len(worker_lost)} lost=0 executions={len(rows)} "
+                f"ran_twice={len(twice)} shutdown_s={shutdown:.1f}"
             )
         assert not burned, burned
         assert not worker_lost, worker_lost
+        assert not twice, twice
+        assert set(per_job) == set(ids)  # every job recorded its one execution
     finally:
         stop_all([api, *workers])
