@@ -16,11 +16,32 @@ from tests.rabbit import Vhost
 
 TERMINAL = ("completed", "failed", "cancelled")
 
+# Every transition of a job into `completed`, as the database saw it: "completed twice" is
+# measured here, independent of what any TaskFlow process believes it wrote.
+COMPLETIONS = """
+CREATE TABLE IF NOT EXISTS completions (
+    seq     bigserial PRIMARY KEY,
+    job_id  uuid NOT NULL,
+    attempt integer NOT NULL,
+    result  jsonb,
+    at      timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE OR REPLACE FUNCTION record_completion() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO completions (job_id, attempt, result) VALUES (NEW.id, NEW.attempts, NEW.result);
+    RETURN NEW;
+END $$;
+CREATE OR REPLACE TRIGGER record_completion AFTER UPDATE ON taskflow_jobs FOR EACH ROW
+    WHEN (NEW.status = 'completed' AND OLD.status <> 'completed')
+    EXECUTE FUNCTION record_completion();
+"""
+
 
 def base_env(pg_url: str, vhost: Vhost, **extra: str) -> dict[str, str]:
     """The environment every process of one test cluster shares (creates `executions`)."""
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(CREATE)
+        conn.execute(COMPLETIONS)
     return {
         "TASKFLOW_DATABASE_URL": pg_url,
         "TASKFLOW_AMQP_URL": vhost.url,
@@ -42,6 +63,17 @@ def service(tmp_path: Path, name: str, env: dict[str, str], command: str) -> Ser
 def query(pg_url: str, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
     with psycopg.connect(pg_url) as conn:
         return list(conn.execute(sql, params).fetchall())
+
+
+def completions(pg_url: str) -> list[tuple[str, int, Any]]:
+    """(job id, attempt, result) of every transition into `completed`, in order."""
+    rows = query(pg_url, "SELECT job_id::text, attempt, result FROM completions ORDER BY seq")
+    return [(str(r[0]), int(r[1]), r[2]) for r in rows]
+
+
+def completed_twice(pg_url: str) -> list[str]:
+    rows = query(pg_url, "SELECT job_id::text FROM completions GROUP BY job_id HAVING count(*) > 1")
+    return [str(r[0]) for r in rows]
 
 
 def status_counts(pg_url: str) -> dict[str, int]:
