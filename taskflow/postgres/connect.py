@@ -33,7 +33,12 @@ async def open_pool(
         min_size=min_size,
         max_size=max_size,
         open=False,
-        kwargs={"row_factory": dict_row, "options": SERVER_OPTIONS, "autocommit": True},
+        kwargs={
+            "row_factory": dict_row,
+            "options": SERVER_OPTIONS,
+            "autocommit": True,
+            "connect_timeout": 5,
+        },
         name="taskflow",
     )
     try:

@@ -120,9 +120,14 @@ def _valid_ids(job_ids: Sequence[str]) -> list[str]:
 class PostgresJobStore:
     """Implements ``JobStore`` and ``JobQueries`` on PostgreSQL."""
 
-    def __init__(self, pool: AsyncConnectionPool, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, pool: AsyncConnectionPool, *, timeout: float = 30.0, acquire_timeout: float = 5.0
+    ) -> None:
         self.pool = pool
         self.timeout = timeout
+        self.acquire_timeout = acquire_timeout
+        """How long a call waits for a connection: while the server is down, callers get a
+        ``StoreError`` (the API a 503 with Retry-After) instead of waiting for it to return."""
         self._sql = queries()
 
     # ------------------------------------------------------------ plumbing
@@ -133,7 +138,7 @@ class PostgresJobStore:
         connections autocommit), shielded from outer cancellation, bounded by ``timeout``."""
         with anyio.CancelScope(shield=True), anyio.fail_after(self.timeout):
             try:
-                async with self.pool.connection() as raw:
+                async with self.pool.connection(timeout=self.acquire_timeout) as raw:
                     conn = cast(Conn, raw)  # the pool's connections use dict_row
                     if transaction:
                         async with conn.transaction():
