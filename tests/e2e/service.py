@@ -106,9 +106,12 @@ class Service:
 
         self._wait_until(healthy, timeout, "become ready")
 
-    def start_worker(self, timeout: float = 90.0) -> None:
-        """Start a process that serves no HTTP (`taskflow worker`): ready when it says so."""
+    def start_worker(self, timeout: float = 90.0, *, wait: bool = True) -> None:
+        """Start a process that serves no HTTP (`taskflow worker`): ready when it says so
+        (or at once, ``wait=False``)."""
         mark = self._spawn()
+        if not wait:
+            return
         self._wait_until(
             lambda: b"taskflow_started" in self.log.read_bytes()[mark:], timeout, "start"
         )

@@ -50,6 +50,9 @@ class Submitter:
     api: Service
     batch: int = 50
     every: float = 0.2
+    limit: int | None = None
+    """Stop after this many jobs were submitted (accepted or not)."""
+    submitted: int = 0
     responses: list[Response] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -64,11 +67,21 @@ class Submitter:
         if self._thread is not None:
             self._thread.join(60)
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def _run(self) -> None:
         rng = random.Random(7)
         next_at = time.monotonic()
         while not self._stop.is_set():
-            payloads = [{"ms": rng.randint(5, 50)} for _ in range(self.batch)]
+            size = (
+                self.batch if self.limit is None else min(self.batch, self.limit - self.submitted)
+            )
+            if size <= 0:
+                return
+            self.submitted += size
+            payloads = [{"ms": rng.randint(5, 50)} for _ in range(size)]
             began = time.monotonic()
             response = self._submit(payloads)
             response.seconds, response.at = time.monotonic() - began, began

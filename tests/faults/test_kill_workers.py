@@ -11,32 +11,42 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_distributed import executions, submit_many
-from tests.faults.harness import TERMINAL, base_env, query, service, status_counts, stop_all
+from tests.e2e.test_distributed import executions
+from tests.faults.harness import (
+    TERMINAL,
+    base_env,
+    completed_twice,
+    query,
+    service,
+    status_counts,
+    stop_all,
+)
+from tests.faults.streaming import Submitter
 from tests.rabbit import Vhost
 
 pytestmark = pytest.mark.timeout(180)
 
-JOBS = 2000
+JOBS = 5000
 WORKERS = 3
 LEASE = 3.0
 KILL_EVERY = 2.0
 FAULT_WINDOW = 20.0
-BATCH = 100  # submitted every SUBMIT_EVERY s: jobs are in flight throughout the fault window
-SUBMIT_EVERY = 1.0
+BATCH = 100  # submitted every SUBMIT_EVERY s from a thread: jobs are in flight throughout
+SUBMIT_EVERY = 0.4
 
 
 def test_kill_9_a_random_worker_every_2_s_loses_nothing_and_completes_nothing_twice(
     tmp_path: Path, pg_url: str, rabbit_vhost: Vhost, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """3 workers run 2,000 `record` jobs of 5-50 ms while a random worker is `kill -9`'d every
+    """3 workers run 5,000 `record` jobs of 5-50 ms while a random worker is `kill -9`'d every
     2 s (for up to 20 s, or until every job is done) and started again. The jobs arrive as a
-    stream (100 a second), since submitted at once they would be done in about a second.
+    stream (250 a second, from a thread), since submitted at once they would be done in a few seconds.
 
     Definitions, with at-least-once execution in mind (a job whose worker was killed after
     it ran the task but before its outcome was stored runs again, under a new attempt):
     - lost: an accepted job that is not ``completed`` at the end;
-    - completed twice (duplicated): two executions of the same job under the SAME attempt
+    - completed twice: two transitions of one job into ``completed`` (a trigger counts them);
+    - duplicated: two executions of the same job under the SAME attempt
       number. The store fences outcomes by attempt, so only the attempt a job holds can
       complete it; two runs of one attempt would mean two workers both held it (a lease
       not honoured, or a redelivered message run while its lease was live). Re-runs under a
@@ -58,17 +68,13 @@ def test_kill_9_a_random_worker_every_2_s_loses_nothing_and_completes_nothing_tw
         api.start()
         for worker in workers:
             worker.start_worker()
-        payloads = [{"ms": rng.randint(5, 50)} for _ in range(JOBS)]
-        ids: list[str] = []
+        submitter = Submitter(api, batch=BATCH, every=SUBMIT_EVERY, limit=JOBS)
         started = time.monotonic()
+        submitter.start()
         next_kill = started + KILL_EVERY
-        next_submit = started
         done = 0
         while True:
             now = time.monotonic()
-            if len(ids) < JOBS and now >= next_submit:
-                ids += submit_many(api, "record", payloads[len(ids) : len(ids) + BATCH])
-                next_submit += SUBMIT_EVERY
             for item in list(watching):
                 at, owner, held = item
                 (still,) = query(
@@ -82,7 +88,7 @@ def test_kill_9_a_random_worker_every_2_s_loses_nothing_and_completes_nothing_tw
                     watching.remove(item)
             counts = status_counts(pg_url)
             done = sum(counts.get(s, 0) for s in TERMINAL)
-            if done >= JOBS and not watching:
+            if done >= JOBS and not watching and not submitter.running:
                 break
             assert now - started < FAULT_WINDOW + 60, f"not done: {counts}, watching {watching}"
             if now >= next_kill and now - started < FAULT_WINDOW and done < JOBS:
@@ -105,11 +111,13 @@ def test_kill_9_a_random_worker_every_2_s_loses_nothing_and_completes_nothing_tw
                 ]
                 if held:
                     watching.append((at, owner, held))
-                victim.start_worker()
+                victim.start_worker(wait=False)  # the next kill may find it still starting
                 next_kill = at + KILL_EVERY
             time.sleep(0.1)
         elapsed = time.monotonic() - started
         faults = len(killed)
+        ids = submitter.accepted
+        assert len(ids) == JOBS, submitter.responses  # every submission was accepted
 
         jobs = {
             str(r[0]): (str(r[1]), int(r[2]))
@@ -122,6 +130,7 @@ def test_kill_9_a_random_worker_every_2_s_loses_nothing_and_completes_nothing_tw
         rows = executions(pg_url)
         per_attempt = Counter((job_id, attempt) for job_id, attempt, _, _ in rows)
         duplicated = sorted(k for k, n in per_attempt.items() if n > 1)
+        twice = completed_twice(pg_url)
         ran = {(job_id, attempt) for job_id, attempt, _, _ in rows}
         unexplained = [i for i, (_, attempts) in jobs.items() if (i, attempts) not in ran]
         final = {i: attempts for i, (_, attempts) in jobs.items()}
@@ -132,15 +141,17 @@ def test_kill_9_a_random_worker_every_2_s_loses_nothing_and_completes_nothing_tw
         with capsys.disabled():
             print(
                 f"\nkill-9: jobs={JOBS} faults={faults} lost={len(lost)} "
-                f"duplicated={len(duplicated)} max_recovery_s={max_recovery:.1f} "
+                f"duplicated={len(duplicated)} completed_twice={len(twice)} max_recovery_s={max_recovery:.1f} "
                 f"kills_holding_jobs={len(recoveries)} reruns={reruns} executions={len(rows)} "
                 f"elapsed_s={elapsed:.1f} seed={seed}"
             )
         assert faults >= 2, "the jobs finished before the faults could matter"
         assert not lost, lost[:10]
         assert not duplicated, duplicated[:10]
+        assert not twice, twice[:10]
         assert not unexplained, unexplained[:10]  # completed by an attempt that never ran
         assert not not_killed, not_killed[:10]  # re-runs only after a kill
         assert max_recovery <= 2 * LEASE + 1.0, recoveries  # two leases, +1 s of polling
     finally:
+        submitter.stop()
         stop_all([api, *workers])
