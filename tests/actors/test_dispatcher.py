@@ -158,6 +158,27 @@ async def test_a_delivery_of_a_finished_job_is_acked_and_not_run(status: JobStat
             assert job.attempts == 0
 
 
+async def test_a_redelivery_of_a_job_whose_lease_is_live_is_not_run_twice() -> None:
+    """Another worker holds the job under a live lease (its own delivery still open): a
+    second delivery of it, e.g. republished by an outbox sweep, is acked and not run."""
+    async with harness() as h:
+        await add_job(h, "held")
+        now = h.clock.now()
+        (claimed,) = await h.store.claim(
+            ["held"], owner="other-worker", now=now, lease_until=now + 15.0
+        )
+        async with started(h):
+            await wait_until(lambda: h.dispatcher.statistics().skipped == 1)
+            assert nothing_on(h.runs)
+            job = h.store.jobs["held"]
+            assert (job.status, job.attempts, job.lease_owner) == (
+                JobStatus.IN_PROGRESS,
+                claimed.attempts,
+                "other-worker",
+            )
+            assert h.transport.unsettled() == 0
+
+
 async def test_two_deliveries_of_one_job_in_a_batch_run_it_once() -> None:
     async with harness() as h:
         await add_job(h, "twice")

@@ -10,10 +10,17 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_distributed import executions, submit_many
-from tests.faults.harness import base_env, query, service, stop_all, wait_all_terminal
+from tests.faults.harness import (
+    base_env,
+    completed_twice,
+    query,
+    service,
+    stop_all,
+    wait_all_terminal,
+)
 from tests.rabbit import Vhost
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = pytest.mark.timeout(180)
 
 JOBS = 24
 WORKERS = 2
@@ -106,3 +113,66 @@ def test_sigterm_to_every_worker_mid_run_burns_no_attempt(
         assert set(per_job) == set(ids)  # every job recorded its one execution
     finally:
         stop_all([api, *workers])
+
+
+def test_a_second_signal_forces_a_fast_exit_without_loss(
+    tmp_path: Path, pg_url: str, rabbit_vhost: Vhost, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A grace of 30 s, jobs of 20 s, and SIGTERM twice: the worker leaves at once. Its async
+    jobs are cut and given back (attempt returned); its sync jobs, whose threads cannot be
+    stopped, are left claimed and come back when their lease expires (`worker_lost`, the
+    attempt counted: their thread may have done part of the work). After a restart every job
+    completes, once."""
+    env = base_env(
+        pg_url,
+        rabbit_vhost,
+        TASKFLOW_CONCURRENCY="4",
+        TASKFLOW_SHUTDOWN_GRACE_SECONDS="30",
+    )
+    api = service(tmp_path, "api", env, "api")
+    worker = service(tmp_path, "w", env, "worker")
+    try:
+        api.start()
+        worker.start_worker()
+        ids: list[str] = []
+        for i in range(4):
+            ids += submit_many(api, "record" if i % 2 else "record_async", [{"ms": 20_000}])
+        deadline = time.monotonic() + 30
+        while len(query(pg_url, "SELECT 1 FROM taskflow_jobs WHERE status = 'in_progress'")) < 4:
+            assert time.monotonic() < deadline, "the jobs did not start"
+            time.sleep(0.1)
+        stopping = time.monotonic()
+        worker.signal(signal.SIGTERM)
+        time.sleep(0.5)
+        worker.signal(signal.SIGTERM)
+        code = worker.wait(30)
+        exited = time.monotonic() - stopping
+        assert code == 0, worker.tail()
+        assert exited < 5, exited  # not the 30 s grace, not the 20 s jobs
+        after = {
+            str(r[0]): (str(r[1]), str(r[2]), int(r[3]))
+            for r in query(pg_url, "SELECT id::text, task, status, attempts FROM taskflow_jobs")
+        }
+        assert sorted(v for v in after.values()) == sorted(
+            [("record", "in_progress", 1)] * 2 + [("record_async", "pending", 0)] * 2
+        ), after
+
+        worker.start_worker()
+        counts = wait_all_terminal(pg_url, 4, timeout=90)
+        assert counts == {"completed": 4}
+        final = {
+            str(r[0]): (str(r[1]), int(r[2]))
+            for r in query(pg_url, "SELECT id::text, task, attempts FROM taskflow_jobs")
+        }
+        twice = completed_twice(pg_url)
+        with capsys.disabled():
+            print(
+                f"\nsecond signal: jobs=4 faults=2 exit_s={exited:.1f} lost=0 "
+                f"completed_twice={len(twice)} attempts={sorted(final.values())}"
+            )
+        assert not twice
+        assert sorted(final.values()) == sorted([("record", 2)] * 2 + [("record_async", 1)] * 2), (
+            final
+        )
+    finally:
+        stop_all([api, worker])
