@@ -1,7 +1,7 @@
 """A reconnecting AMQP connection over aiormq (asyncio backend only).
 
 ``RabbitMQConnection`` keeps one *session* open: an aiormq connection plus its default
-channel. It connects with capped exponential backoff and jitter (0.1 s doubling to 5 s),
+channel. It connects with capped exponential backoff and jitter (0.1 s doubling to 2 s),
 runs the callbacks the adapters registered with ``on_connect`` (topology, consumers) before
 the session counts as live, then (``run``, a background task) waits until the connection or
 any channel watched on it closes, and starts over. ``running()`` wraps connect, run and
@@ -60,7 +60,7 @@ class Backoff:
     the same broker do not come back in lockstep)."""
 
     initial: float = 0.1
-    maximum: float = 5.0
+    maximum: float = 2.0  # a broker that is back is found within 2 s (scenario 2 of the faults)
     factor: float = 2.0
     jitter: float = 0.5
 

@@ -519,14 +519,14 @@ async def test_an_error_in_the_block_comes_out_as_itself(rabbit_url: str) -> Non
 
 
 def test_backoff_grows_to_its_cap_with_jitter() -> None:
-    backoff = Backoff()  # 0.1 s doubling to 5 s, each less a random share of up to half
+    backoff = Backoff()  # 0.1 s doubling to 2 s, each less a random share of up to half
     rng = random.Random(7)
     delays = [backoff.delay(n, rng) for n in range(12)]
     for n, delay in enumerate(delays):
-        base = min(5.0, 0.1 * 2**n)
+        base = min(2.0, 0.1 * 2**n)
         assert base / 2 <= delay <= base
     assert len(set(delays)) == len(delays)  # jittered
-    assert Backoff(jitter=0).delay(100) == 5.0
+    assert Backoff(jitter=0).delay(100) == 2.0
 
 
 async def test_concurrent_settlements_never_break_the_channel(
