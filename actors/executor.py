@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,7 +16,7 @@ from actors.persist import persist
 from taskflow.clock import Clock
 from taskflow.codec import encode_value
 from taskflow.context import JobContext
-from taskflow.errors import Retry, StoreError, UnknownTask
+from taskflow.errors import Retry, StoreError, TransportError, UnknownTask
 from taskflow.jobs import Job, JobError
 from taskflow.log import get_logger
 from taskflow.messages import (
@@ -62,6 +63,7 @@ class _ThreadCall:
     a thread cannot be cancelled, so a shutdown waits for it instead of giving the job back
     while it still runs (which would run the job twice under one attempt number)."""
 
+    threaded: bool = False
     started: float = 0.0
     done: threading.Event = field(default_factory=threading.Event)
     result: Any = None
@@ -115,6 +117,7 @@ class ExecutorPool:
     _progress_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _inflight: int = field(default=0, init=False)
     _forced: bool = field(default=False, init=False)
+    _shields: set[anyio.CancelScope] = field(default_factory=set, init=False)
     _idle: anyio.Event | None = field(default=None, init=False)
     _stop: anyio.Event | None = field(default=None, init=False)
     _stats: dict[str, int] = field(
@@ -147,6 +150,21 @@ class ExecutorPool:
         """A forced stop (second signal): do not wait for sync tasks still in their threads;
         their jobs stay claimed and their leases bring them back (``worker_lost``)."""
         self._forced = True
+        for scope in list(self._shields):
+            scope.cancel()
+
+    @contextlib.contextmanager
+    def _unless_forced(self) -> Iterator[None]:
+        """Shielded from the pool's cancellation (what is done gets stored, even past the
+        grace, waiting out a dependency outage), but not from ``force()``."""
+        with anyio.CancelScope(shield=True) as scope:
+            if self._forced:
+                scope.cancel()
+            self._shields.add(scope)
+            try:
+                yield
+            finally:
+                self._shields.discard(scope)
 
     def cancel(self, job_id: str) -> bool:
         """Cancel the running attempt of ``job_id`` here; remember it if it has not started."""
@@ -184,7 +202,7 @@ class ExecutorPool:
                 self._inflight += 1
                 if self._stop is not None and self._stop.is_set():
                     # Stopping: take no new work; give the job back without burning the attempt.
-                    with anyio.CancelScope(shield=True):
+                    with self._unless_forced():
                         await self._release(run.job.id, run.job.attempts, run.delivery_tag)
                     self._check_idle()
                     continue
@@ -192,13 +210,13 @@ class ExecutorPool:
                 try:
                     outcome = await self._execute(run, limiter, call)
                 except anyio.get_cancelled_exc_class():
-                    with anyio.CancelScope(shield=True):
+                    with self._unless_forced():
                         await self._settle_cut(run, call)
                     raise
                 try:
                     await outcomes.send(outcome)
                 except anyio.get_cancelled_exc_class():
-                    with anyio.CancelScope(shield=True):
+                    with self._unless_forced():
                         await self._settle_now(outcome)
                     raise
 
@@ -207,40 +225,37 @@ class ExecutorPool:
         or a cancel is stored as usual; a failure gives the job back (the retrier, which
         settles failures, may be gone), so no attempt is burned by the shutdown."""
         if isinstance(outcome, JobFailed):
-            with anyio.move_on_after(5):
-                await self._release(outcome.job_id, outcome.attempt, outcome.delivery_tag)
-            return
-        with anyio.move_on_after(10):
+            await self._release(outcome.job_id, outcome.attempt, outcome.delivery_tag)
+        else:
             await self._store_outcomes([outcome])
 
     async def _settle_cut(self, run: RunJob, call: _ThreadCall) -> None:
-        """The pool was cancelled (shutdown past its grace, or forced) while ``run`` ran.
+        """The pool was cancelled (shutdown past its grace) while ``run`` ran.
 
         An async task has stopped: give the job back without burning the attempt. A sync
         task's thread cannot be stopped: wait for it and store what it returned, so the job
         does not run again under the same attempt; a failure it raised (``ctx.cancelled`` seen)
         gives the job back. If forced, leave the job claimed: its lease brings it back."""
         job = run.job
-        if call.started and not call.done.is_set():
+        if call.threaded and not call.done.is_set():
             log.warning("waiting_for_sync_task", job_id=job.id, attempt=job.attempts)
             renewed = self.clock.now()
-            while not call.done.is_set():
-                if self._forced:
-                    log.warning("sync_task_left_to_its_lease", job_id=job.id)
-                    self._inflight -= 1
-                    return
-                if self.clock.now() - renewed >= self.lease / 3:  # the renewer has stopped
-                    renewed = self.clock.now()
-                    with contextlib.suppress(StoreError):
-                        until = renewed + self.lease
-                        renew = Renew(job_id=job.id, attempt=job.attempts, until=until)
-                        await self.store.settle([renew], now=renewed)
-                await anyio.sleep(0.02)
-        if call.started and call.error is None:
+            try:
+                while not call.done.is_set():
+                    if self.clock.now() - renewed >= self.lease / 3:  # the renewer has stopped
+                        renewed = self.clock.now()
+                        with contextlib.suppress(StoreError):
+                            until = renewed + self.lease
+                            renew = Renew(job_id=job.id, attempt=job.attempts, until=until)
+                            await self.store.settle([renew], now=renewed)
+                    await anyio.sleep(0.02)
+            except anyio.get_cancelled_exc_class():
+                log.warning("sync_task_left_to_its_lease", job_id=job.id)  # forced
+                raise
+        if call.threaded and call.error is None:
             lines = tuple(call.ctx.log_lines()) if call.ctx else ()
             await self._settle_now(self._succeeded(run, call.started, call.result, lines))
-            return
-        with anyio.move_on_after(5):
+        else:
             await self._release(run.job.id, run.job.attempts, run.delivery_tag)
 
     async def _execute(
@@ -347,7 +362,7 @@ class ExecutorPool:
         # Abandoned on cancel: a timeout or a cancel records its outcome at once (the thread
         # finishes on its own; ``ctx.cancelled`` tells it to stop). A shutdown waits for it
         # instead (``_settle_cut``).
-        call.started = started
+        call.threaded, call.started = True, started
         return await anyio.to_thread.run_sync(
             call.run, spec.fn, job.payload, ctx, limiter=limiter, abandon_on_cancel=True
         )
@@ -391,11 +406,16 @@ class ExecutorPool:
         )
 
     async def _release(self, job_id: str, attempt: int, delivery_tag: int) -> None:
-        """Shutdown cancelled the attempt: give the job back without burning the attempt."""
-        await self.store.settle([Release(job_id=job_id, attempt=attempt)], now=self.clock.now())
-        await self.transport.nack([delivery_tag], requeue=True)
-        self._stats["released"] += 1
+        """Shutdown cancelled the attempt: give the job back without burning the attempt.
+        If the store or the transport cannot be reached, the job's lease brings it back."""
         self._inflight -= 1
+        try:
+            await self.store.settle([Release(job_id=job_id, attempt=attempt)], now=self.clock.now())
+            await self.transport.nack([delivery_tag], requeue=True)
+        except (StoreError, TransportError) as exc:
+            log.warning("release_failed", job_id=job_id, error=exc.message)
+            return
+        self._stats["released"] += 1
 
     # ------------------------------------------------------------ writers
 
@@ -408,7 +428,7 @@ class ExecutorPool:
                     return
                 except anyio.get_cancelled_exc_class():
                     # Cancelled with outcomes still buffered: store them, or give them back.
-                    with anyio.CancelScope(shield=True):
+                    with self._unless_forced():
                         while True:
                             try:
                                 outcome = outcomes.receive_nowait()
@@ -416,7 +436,7 @@ class ExecutorPool:
                                 break
                             await self._settle_now(outcome)
                     raise
-                with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                with self._unless_forced():  # a batch taken is stored, even past the grace
                     await self._store_outcomes(batch)
 
     async def _store_outcomes(self, batch: list[Outcome]) -> None:

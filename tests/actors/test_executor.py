@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -23,7 +23,7 @@ from actors.executor import ExecutorPool
 from taskflow.clock import AnyioClock
 from taskflow.codec import decode
 from taskflow.context import JobContext
-from taskflow.errors import Retry
+from taskflow.errors import Retry, StoreError
 from taskflow.jobs import Job, JobStatus
 from taskflow.memory import MemoryEventBus, MemoryJobStore, MemoryLogStore, MemoryTransport
 from taskflow.messages import (
@@ -35,7 +35,7 @@ from taskflow.messages import (
     JobSucceeded,
     RunJob,
 )
-from taskflow.ports import Deliveries
+from taskflow.ports import Change, Deliveries
 from taskflow.registry import TaskRegistry
 
 pytestmark = pytest.mark.anyio
@@ -66,9 +66,10 @@ async def running_pool(
     concurrency: int = 3,
     lease: float = 15.0,
     progress_interval: float = 0.25,
+    store: MemoryJobStore | None = None,
 ) -> AsyncIterator[Harness]:
     store, transport, bus, logs, clock = (
-        MemoryJobStore(),
+        store or MemoryJobStore(),
         MemoryTransport(),
         MemoryEventBus(),
         MemoryLogStore(),
@@ -630,6 +631,64 @@ async def test_an_outcome_reached_as_the_pool_is_cancelled_is_stored_not_lost() 
         job = h.store.jobs[run.job.id]
         assert (job.status, job.result, job.attempts) == (JobStatus.COMPLETED, "kept", 1)
         assert h.transport.unsettled() == 0
+
+
+class DownStore(MemoryJobStore):
+    """The twin with an outage switch: while ``down``, every ``settle`` raises StoreError."""
+
+    down = False
+
+    async def settle(self, changes: Sequence[Change], *, now: float) -> list[Job | None]:
+        if self.down:
+            raise StoreError("database unreachable (test outage)")
+        return await super().settle(changes, now=now)
+
+
+async def test_an_outcome_is_held_while_the_store_is_down_and_stored_once_it_is_back() -> None:
+    registry = TaskRegistry()
+
+    @registry.task(name="quick")
+    async def quick(payload: dict[str, Any], ctx: JobContext) -> str:
+        return "ok"
+
+    store = DownStore()
+    async with running_pool(registry, store=store) as h:
+        run = await claim(h, "quick")
+        store.down = True
+        await h.runs.send(run)
+        await anyio.sleep(0.5)  # several retries of the outcome write
+        job = h.store.jobs[run.job.id]
+        assert (job.status, job.attempts) == (JobStatus.IN_PROGRESS, 1)  # held, not failed
+        assert h.transport.unsettled() == 1  # not acked before it is stored
+        store.down = False
+        await wait_until(lambda: h.store.jobs[run.job.id].status is JobStatus.COMPLETED)
+        assert h.store.jobs[run.job.id].attempts == 1  # the outage cost no attempt
+        await wait_until(lambda: h.transport.unsettled() == 0)
+
+
+async def test_a_shutdown_with_the_store_down_still_stops_and_leaves_the_job_to_its_lease() -> None:
+    registry = TaskRegistry()
+    entered = anyio.Event()
+
+    @registry.task(name="endless")
+    async def endless(payload: dict[str, Any], ctx: JobContext) -> None:
+        entered.set()
+        await anyio.sleep_forever()
+
+    store = DownStore()
+    async with running_pool(registry, store=store) as h:
+        run = await claim(h, "endless")
+        await h.runs.send(run)
+        with anyio.fail_after(5):
+            await entered.wait()
+        store.down = True
+        await h.pool.stop()
+        h.scope.cancel()
+        with anyio.fail_after(5):
+            await h.stopped.wait()
+        job = h.store.jobs[run.job.id]
+        assert (job.status, job.lease_owner) == (JobStatus.IN_PROGRESS, "worker-1")
+        assert h.pool.statistics().released == 0
 
 
 def _gated_sync_task(registry: TaskRegistry, *, cooperative: bool = False) -> Any:
