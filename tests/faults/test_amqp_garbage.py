@@ -12,7 +12,7 @@ import pytest
 
 from tests.e2e.service import http
 from tests.e2e.test_distributed import publish_raw, submit_many
-from tests.faults.harness import base_env, service, stop_all
+from tests.faults.harness import base_env, completed_twice, service, stop_all
 from tests.rabbit import Vhost, rabbitmqctl
 
 pytestmark = pytest.mark.timeout(180)
@@ -87,5 +87,6 @@ def test_raw_amqp_garbage_is_dead_lettered_with_its_reason_and_work_goes_on(
         assert {m["queueName"] for m in messages} == {"default"}
         assert worker.process is not None and worker.process.poll() is None
         assert dead_lettered(rabbit_vhost) == len(corpus)  # rejected into the broker's DLQ too
+        assert not completed_twice(pg_url)
     finally:
         stop_all([api, worker])
