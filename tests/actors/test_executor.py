@@ -153,6 +153,15 @@ async def claim(
     return RunJob(job=claimed, delivery_tag=delivery.tag)
 
 
+async def run_until(h: Harness, task: str, entered: anyio.Event) -> RunJob:
+    """Claim a job of ``task``, hand it to the pool and wait until the task set ``entered``."""
+    run = await claim(h, task)
+    await h.runs.send(run)
+    with anyio.fail_after(5):
+        await entered.wait()
+    return run
+
+
 async def next_event(events: ObjectReceiveStream[Event], kind: type[E], job_id: str) -> E:
     with anyio.fail_after(5):
         async for event in events:
@@ -358,10 +367,7 @@ async def test_cancel_stops_a_running_attempt_and_stores_it_cancelled() -> None:
             cleaned_up.set()
 
     async with running_pool(registry) as h, h.bus.subscribe() as events:
-        run = await claim(h, "forever")
-        await h.runs.send(run)
-        with anyio.fail_after(5):
-            await running.wait()
+        run = await run_until(h, "forever", running)
         assert h.pool.cancel(run.job.id) is True
         cancelled = await next_event(events, JobCancelled, run.job.id)
         assert cancelled.attempt == 1
@@ -497,10 +503,7 @@ async def test_a_stale_attempt_cannot_store_its_outcome_over_the_new_attempt() -
         return "from attempt 1"
 
     async with running_pool(registry, lease=60) as h, h.bus.subscribe() as events:
-        run = await claim(h, "late")
-        await h.runs.send(run)
-        with anyio.fail_after(5):
-            await running.wait()
+        run = await run_until(h, "late", running)
         await take_over(h, run.job.id)
         gate.set()
         await wait_until(lambda: h.pool.statistics().finished == 1)
@@ -528,10 +531,7 @@ async def test_stop_waits_for_the_running_attempt_and_stores_its_outcome() -> No
         return "done"
 
     async with running_pool(registry) as h:
-        run = await claim(h, "finishing")
-        await h.runs.send(run)
-        with anyio.fail_after(5):
-            await running.wait()
+        run = await run_until(h, "finishing", running)
         await h.pool.stop()
         await anyio.sleep(0.05)
         assert not h.stopped.is_set()
@@ -589,10 +589,7 @@ async def test_an_async_attempt_cut_by_the_end_of_the_grace_is_given_back_unburn
             finalized.append(ctx.job_id)
 
     async with running_pool(registry) as h:
-        run = await claim(h, "endless")
-        await h.runs.send(run)
-        with anyio.fail_after(5):
-            await entered.wait()
+        run = await run_until(h, "endless", entered)
         await h.pool.stop()
         h.scope.cancel()  # the grace ended
         with anyio.fail_after(5):
@@ -619,10 +616,7 @@ async def test_an_outcome_reached_as_the_pool_is_cancelled_is_stored_not_lost() 
         return "kept"
 
     async with running_pool(registry) as h:
-        run = await claim(h, "last_step")
-        await h.runs.send(run)
-        with anyio.fail_after(5):
-            await entered.wait()
+        run = await run_until(h, "last_step", entered)
         await h.pool.stop()
         h.scope.cancel()
         gate.set()
@@ -677,10 +671,7 @@ async def test_a_shutdown_with_the_store_down_still_stops_and_leaves_the_job_to_
 
     store = DownStore()
     async with running_pool(registry, store=store) as h:
-        run = await claim(h, "endless")
-        await h.runs.send(run)
-        with anyio.fail_after(5):
-            await entered.wait()
+        run = await run_until(h, "endless", entered)
         store.down = True
         await h.pool.stop()
         h.scope.cancel()

@@ -43,18 +43,10 @@ class Response:
     at: float = 0.0
 
 
-@dataclass
-class Submitter:
-    """Submit `batch` jobs every `every` seconds from a thread, keeping every response."""
+@dataclass(kw_only=True)
+class Background:
+    """A loop in a daemon thread (``_run``, which watches ``_stop``), started and stopped."""
 
-    api: Service
-    batch: int = 50
-    every: float = 0.2
-    limit: int | None = None
-    """Stop after this many jobs were submitted (accepted or not)."""
-    submitted: int = 0
-    responses: list[Response] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -70,6 +62,23 @@ class Submitter:
     @property
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class Submitter(Background):
+    """Submit `batch` jobs every `every` seconds from a thread, keeping every response."""
+
+    api: Service
+    batch: int = 50
+    every: float = 0.2
+    limit: int | None = None
+    """Stop after this many jobs were submitted (accepted or not)."""
+    submitted: int = 0
+    responses: list[Response] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
 
     def _run(self) -> None:
         rng = random.Random(7)
@@ -145,23 +154,12 @@ def completed_count(pg_url: str) -> int:
 
 
 @dataclass
-class CompletionMonitor:
+class CompletionMonitor(Background):
     """Samples the number of completions every 50 ms (from a thread; a sample that fails
     while the database is down is skipped)."""
 
     pg_url: str
     samples: list[tuple[float, int]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(30)
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
