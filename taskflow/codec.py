@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -21,6 +22,23 @@ class DecodeError(TaskflowError):
 
 def encode(message: Message) -> bytes:
     return _encoder.encode({"type": type(message).__name__, "body": message})
+
+
+def encode_many(messages: Sequence[Message]) -> bytes:
+    """Several messages as one JSON array of ``encode`` envelopes (one AMQP message for a burst
+    of events); ``decode_many`` reads it back."""
+    return b"[" + b",".join(encode(m) for m in messages) + b"]"
+
+
+def decode_many(data: bytes) -> list[Message]:
+    """Decode ``encode_many`` (or a single ``encode``) output; ``DecodeError`` if malformed."""
+    if data.lstrip()[:1] != b"[":
+        return [decode(data)]
+    try:
+        items = msgspec.json.decode(data, type=list[msgspec.Raw])
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"not a JSON array of messages: {exc}") from exc
+    return [decode(bytes(item)) for item in items]
 
 
 def encode_value(value: Any) -> bytes:

@@ -2,7 +2,8 @@
 
 Every event goes to the ``<prefix>.events`` topic exchange with the routing key
 ``<event type in snake_case>.<job_id>`` (``job_succeeded.<id>``; ``<type>.none`` without a
-job id), non-persistent and unconfirmed. Every subscriber, in this process or another, gets
+job id), non-persistent and unconfirmed; a run of events of one type sent together travels
+as one message (a JSON array) keyed ``<type>.batch``. Subscribers bind by type only. Every subscriber, in this process or another, gets
 events the same way: an exclusive, auto-delete, server-named queue bound with ``#``, consumed
 without acks into a bounded memory stream. There is no local shortcut, so the order and the
 losses are the same for all.
@@ -30,7 +31,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pamqp import commands as spec
 
-from taskflow.codec import DecodeError, decode, encode
+from taskflow.codec import DecodeError, decode_many, encode, encode_many
 from taskflow.log import get_logger
 from taskflow.messages import Event
 from taskflow.rabbitmq.connection import (
@@ -42,6 +43,7 @@ from taskflow.rabbitmq.connection import (
     running,
 )
 from taskflow.rabbitmq.topology import Topology
+from taskflow.streams import receive_batch
 
 log = get_logger("taskflow.rabbitmq.events")
 
@@ -51,6 +53,17 @@ EVENT_TYPES: tuple[type, ...] = typing.get_args(Event)
 def kind_key(kind: type) -> str:
     """``JobSucceeded`` -> ``job_succeeded``: the first word of an event's routing key."""
     return re.sub(r"(?<!^)(?=[A-Z])", "_", kind.__name__).lower()
+
+
+def _runs_of_one_kind(events: Sequence[Event]) -> list[list[Event]]:
+    """Split ``events`` into consecutive runs of one type (order kept across runs)."""
+    runs: list[list[Event]] = []
+    for event in events:
+        if runs and type(runs[-1][0]) is type(event):
+            runs[-1].append(event)
+        else:
+            runs.append([event])
+    return runs
 
 
 def routing_key(event: Event) -> str:
@@ -70,6 +83,8 @@ class RabbitMQEventBusStats:
     dropped: int
     malformed: int
     subscribers: int
+    messages: int
+    """AMQP messages sent: a run of events of one type goes as one."""
 
 
 class _Subscriber:
@@ -100,6 +115,7 @@ class RabbitMQEventBus:
         self.received = 0
         self.dropped = 0
         self.malformed = 0
+        self.messages = 0
         self._outbox_send, self._outbox_receive = anyio.create_memory_object_stream[Event](outbox)
         self._accepted = 0
         self._processed = 0
@@ -158,33 +174,45 @@ class RabbitMQEventBus:
     # ------------------------------------------------------------ sender
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Send what ``publish`` accepted, in order, until cancelled."""
+        """Send what ``publish`` accepted, in order, until cancelled: what is waiting is sent
+        as one AMQP message per run of events of one kind (``<kind>.batch``), so a burst of
+        hundreds of events costs a few messages, not hundreds."""
         exchange = self.topology.events_exchange
         properties = spec.Basic.Properties(delivery_mode=1, content_type="application/json")
         task_status.started()
         async with self._outbox_receive:
-            async for event in self._outbox_receive:
-                session = self.connection.session
+            while True:
                 try:
-                    if session is None:
-                        raise ConnectionError("not connected")
-                    with anyio.fail_after(self.connection.timeout):
-                        await session.channel.basic_publish(
-                            encode(event),
-                            exchange=exchange,
-                            routing_key=routing_key(event),
-                            properties=properties,
-                            wait=False,
-                        )
-                    self.sent += 1
-                except Exception as exc:
-                    self.dropped += 1
-                    log.warning("event_dropped", reason=describe(exc))
-                finally:
-                    self._processed += 1
-                    if self._progress is not None:
-                        self._progress.set()
-                        self._progress = None
+                    waiting = await receive_batch(self._outbox_receive, 1024)
+                except (anyio.EndOfStream, anyio.ClosedResourceError):
+                    return
+                for run in _runs_of_one_kind(waiting):
+                    session = self.connection.session
+                    try:
+                        if session is None:
+                            raise ConnectionError("not connected")
+                        if len(run) == 1:
+                            body, key = encode(run[0]), routing_key(run[0])
+                        else:
+                            body, key = encode_many(run), f"{kind_key(type(run[0]))}.batch"
+                        with anyio.fail_after(self.connection.timeout):
+                            await session.channel.basic_publish(
+                                body,
+                                exchange=exchange,
+                                routing_key=key,
+                                properties=properties,
+                                wait=False,
+                            )
+                        self.sent += len(run)
+                        self.messages += 1
+                    except Exception as exc:
+                        self.dropped += len(run)
+                        log.warning("event_dropped", events=len(run), reason=describe(exc))
+                    finally:
+                        self._processed += len(run)
+                        if self._progress is not None:
+                            self._progress.set()
+                            self._progress = None
 
     def close(self) -> None:
         """Refuse further events (they count as dropped) and release the outbox."""
@@ -205,6 +233,7 @@ class RabbitMQEventBus:
             dropped=self.dropped,
             malformed=self.malformed,
             subscribers=len(self._subscribers),
+            messages=self.messages,
         )
 
     # ------------------------------------------------------------ internals
@@ -273,23 +302,24 @@ class RabbitMQEventBus:
         if subscriber.closed:
             return
         try:
-            event = decode(body)
+            events = decode_many(body)
         except DecodeError as exc:
             self.malformed += 1
             log.warning("event_malformed", reason=exc.message)
             return
-        if not isinstance(event, EVENT_TYPES):
-            self.malformed += 1
-            log.warning("event_malformed", reason=f"not an event: {type(event).__name__}")
-            return
-        try:
-            subscriber.send.send_nowait(event)  # type: ignore[arg-type]
-        except anyio.WouldBlock:
-            self.dropped += 1
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
-        else:
-            self.received += 1
+        for event in events:
+            if not isinstance(event, EVENT_TYPES):
+                self.malformed += 1
+                log.warning("event_malformed", reason=f"not an event: {type(event).__name__}")
+                continue
+            try:
+                subscriber.send.send_nowait(event)  # type: ignore[arg-type]
+            except anyio.WouldBlock:
+                self.dropped += 1
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                return
+            else:
+                self.received += 1
 
 
 @asynccontextmanager

@@ -18,7 +18,7 @@ import pytest
 
 from taskflow.codec import DecodeError, decode, encode
 from taskflow.errors import TransportError
-from taskflow.messages import JobMessage, JobStarted, JobSubmitted, JobSucceeded
+from taskflow.messages import Event, JobMessage, JobStarted, JobSubmitted, JobSucceeded
 from taskflow.ports.transport import Deliveries, Delivery
 from taskflow.rabbitmq import (
     Backoff,
@@ -469,6 +469,35 @@ async def test_events_are_routed_by_type_and_job_id(rabbit_url: str) -> None:
             assert got.header.properties.delivery_mode == 1  # notifications: not persistent
         finally:
             await connection.close()
+
+
+async def test_a_burst_of_events_travels_as_few_messages_and_arrives_whole_and_in_order(
+    rabbit_url: str,
+) -> None:
+    """300 events in one publish (a submitted batch, interleaved with another type) cross
+    the wire as one message per run of one type, and a subscriber gets every one in order;
+    a subscriber of one type gets only that type's events out of the mixed runs."""
+    burst: list[Event] = []
+    for i in range(100):
+        burst.append(JobSubmitted(job_id=f"b{i}", task="echo", queue="default", at=1.0))
+    for i in range(100):
+        burst.append(JobStarted(job_id=f"b{i}", task="echo", attempt=1, at=2.0, queued_at=1.0))
+    for i in range(100, 200):
+        burst.append(JobSubmitted(job_id=f"b{i}", task="echo", queue="default", at=1.0))
+    async with (
+        open_test_event_bus(rabbit_url) as bus,
+        bus.subscribe(buffer=1000) as everything,
+        bus.subscribe(buffer=1000, kinds=[JobStarted]) as started,
+    ):
+        await bus.publish(burst)
+        with anyio.fail_after(WAIT):
+            got = [await everything.receive() for _ in burst]
+            only_started = [await started.receive() for _ in range(100)]
+        assert got == burst
+        assert only_started == [e for e in burst if isinstance(e, JobStarted)]
+        stats = bus.statistics()
+        assert stats.sent == 300
+        assert stats.messages <= 6, stats  # 3 runs, however the sender's wakeups split them
 
 
 async def test_the_event_bus_drops_while_disconnected_and_resubscribes(

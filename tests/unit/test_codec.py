@@ -241,3 +241,22 @@ def test_encode_value_rejects_non_json(value: object) -> None:
 )
 def test_encode_value_encodes_json(value: object, expected: bytes) -> None:
     assert codec.encode_value(value) == expected
+
+
+def test_many_messages_travel_as_one_array_and_come_back_in_order() -> None:
+    from taskflow.codec import decode_many, encode, encode_many
+    from taskflow.messages import CancelRequested
+
+    messages = [CancelRequested(job_id=f"j{i}") for i in range(3)]
+    assert decode_many(encode_many(messages)) == messages
+    assert decode_many(encode(messages[0])) == messages[:1]  # a single envelope is accepted
+
+
+@pytest.mark.parametrize(
+    "body", [b"[1, 2]", b'[{"type": "Nope", "body": {}}]', b"[{", b"[\xff]"], ids=repr
+)
+def test_a_malformed_array_is_a_decode_error(body: bytes) -> None:
+    from taskflow.codec import DecodeError, decode_many
+
+    with pytest.raises(DecodeError):
+        decode_many(body)
