@@ -427,16 +427,33 @@ class RabbitMQTransport:
                 else:
                     round_.fail(f"unexpected confirmation {confirmation!r}")
 
+        async def senders(watcher: anyio.CancelScope) -> None:
+            async with anyio.create_task_group() as tg:
+                for _ in range(min(self.confirm_window, len(messages))):
+                    tg.start_soon(sender)
+            watcher.cancel()
+
+        lost = False
         try:
             with anyio.fail_after(self.publish_timeout):
-                async with anyio.create_task_group() as tg:
-                    for _ in range(min(self.confirm_window, len(messages))):
-                        tg.start_soon(sender)
+                async with anyio.create_task_group() as outer:
+                    outer.start_soon(senders, outer.cancel_scope)
+                    # A confirmation pending when the connection dies may never resolve
+                    # (seen with aiormq): the session's loss ends the round at once.
+                    await session.lost.wait()
+                    lost = True
+                    outer.cancel_scope.cancel()
         except TimeoutError as exc:
             self._stats["publish_failures"] += 1
             raise TransportError(
                 f"publish timed out: {round_.confirmed} of {round_.total} confirmed"
             ) from exc
+        if lost and round_.confirmed != round_.total:
+            self._stats["publish_failures"] += 1
+            raise TransportError(
+                f"connection lost while publishing: {round_.confirmed} of {round_.total}"
+                f" confirmed ({session.reason})"
+            )
         if round_.confirmed != round_.total:
             # Also catches a sender that ended without a verdict (never a silent drop).
             self._stats["publish_failures"] += 1

@@ -10,6 +10,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiormq
 import anyio
@@ -185,6 +186,34 @@ async def test_a_publish_to_a_vanished_queue_raises_then_recovers(
         assert job_id(delivery) == "again"
         await transport.ack([delivery.tag])
     await transport.check()
+
+
+async def test_a_publish_awaiting_a_confirmation_fails_at_once_when_the_session_is_lost(
+    rabbit_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A confirmation pending when the connection dies was seen never to resolve (the API's
+    submission then hung for the whole 30 s publish timeout while the broker was down). The
+    loss of the session ends the publish with a TransportError at once."""
+    async with open_test_transport(rabbit_url, queues=["work"]) as transport:
+        session = live_session(transport.connection)
+        await transport.publish([message("work")])  # declared, confirmed: the path is warm
+
+        async def never_confirmed(*args: Any, **kwargs: Any) -> Any:
+            await anyio.sleep_forever()
+
+        monkeypatch.setattr(session.channel, "basic_publish", never_confirmed)
+
+        async def lose_soon() -> None:
+            await anyio.sleep(0.2)
+            session.lose("test: connection lost mid-publish")
+
+        started = anyio.current_time()
+        with anyio.fail_after(5):  # well inside the 30 s publish timeout
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lose_soon)
+                with pytest.raises(TransportError, match="connection lost while publishing"):
+                    await transport.publish([message("work")])
+        assert anyio.current_time() - started < 2
 
 
 async def test_a_publish_the_broker_nacks_raises(rabbit_vhost: Vhost) -> None:
