@@ -3,9 +3,10 @@
 Every event goes to the ``<prefix>.events`` topic exchange with the routing key
 ``<event type in snake_case>.<job_id>`` (``job_succeeded.<id>``; ``<type>.none`` without a
 job id), non-persistent and unconfirmed; a run of events of one type sent together travels
-as one message (a JSON array) keyed ``<type>.batch``. Subscribers bind by type only. Every subscriber, in this process or another, gets
-events the same way: an exclusive, auto-delete, server-named queue bound with ``#``, consumed
-without acks into a bounded memory stream. There is no local shortcut, so the order and the
+as one message (a JSON array) keyed ``<type>.batch``, so subscribers bind by type only.
+Every subscriber, in this process or another, gets events the same way: an exclusive,
+auto-delete, server-named queue bound with ``#`` (or ``<type>.*`` per type asked for),
+consumed without acks into a bounded memory stream. There is no local shortcut, so the order and the
 losses are the same for all.
 
 Nothing blocks a publisher: ``publish`` puts events into a bounded outbox that one task sends;

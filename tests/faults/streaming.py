@@ -9,6 +9,7 @@ error envelope, never a 500; every accepted job must complete, once.
 
 from __future__ import annotations
 
+import abc
 import json
 import random
 import threading
@@ -44,7 +45,7 @@ class Response:
 
 
 @dataclass(kw_only=True)
-class Background:
+class Background(abc.ABC):
     """A loop in a daemon thread (``_run``, which watches ``_stop``), started and stopped."""
 
     _stop: threading.Event = field(default_factory=threading.Event)
@@ -63,8 +64,8 @@ class Background:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def _run(self) -> None:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def _run(self) -> None: ...
 
 
 @dataclass
