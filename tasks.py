@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 from invoke import Context, task
@@ -22,10 +23,19 @@ def typecheck(c: Context) -> None:
     c.run(f"{PY} -m mypy")
 
 
-@task(help={"k": "only tests matching this expression", "x": "stop at the first failure"})
-def test(c: Context, k: str = "", x: bool = False) -> None:
-    """The whole test suite (the README's test command)."""
+@task(
+    help={
+        "k": "only tests matching this expression",
+        "x": "stop at the first failure",
+        "faults": "also the fault scenarios that stop/restart the machine's RabbitMQ and PostgreSQL",
+    }
+)
+def test(c: Context, k: str = "", x: bool = False, faults: bool = False) -> None:
+    """The whole test suite (the README's test command); it leaves the machine's services
+    alone unless --faults is given (CI gives it)."""
     args = ["-q"]
+    if faults:
+        args.append("--faults")
     if k:
         args += ["-k", repr(k)]
     if x:
@@ -33,9 +43,12 @@ def test(c: Context, k: str = "", x: bool = False) -> None:
     c.run(f"{PY} -m pytest {' '.join(args)}", pty=False)
 
 
-@task(pre=[lint, typecheck, test])
-def check(c: Context) -> None:
-    """lint, typecheck, test: what CI runs."""
+@task(help={"faults": "also the disruptive fault scenarios (CI gives it)"})
+def check(c: Context, faults: bool = False) -> None:
+    """lint, typecheck, test: what CI runs (`invoke check --faults`)."""
+    lint(c)
+    typecheck(c)
+    test(c, faults=faults)
 
 
 @task
@@ -54,8 +67,13 @@ def migrate(c: Context, rollback: int = 0, show: bool = False) -> None:
 
 @task(help={"host": "bind address", "port": "port"})
 def up(c: Context, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run TaskFlow in one process on the embedded defaults (`taskflow up`)."""
-    c.run(f"{PY} -m taskflow up --host {host} --port {port}", pty=True)
+    """Run TaskFlow in one process on the embedded defaults (`taskflow up`).
+
+    This process becomes `taskflow up` (exec): signals reach it directly, so Ctrl-C or
+    SIGTERM drain it gracefully (the embedded PostgreSQL stops with it), and its exit code is
+    this command's."""
+    sys.stdout.flush()
+    os.execv(PY, [PY, "-m", "taskflow", "up", "--host", host, "--port", str(port)])
 
 
 @task(help={"jobs": "how many no-op jobs", "concurrency": "executors"})

@@ -10,9 +10,10 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from actors.outbox import publish_jobs
-from actors.persist import persist
+from actors.persist import Retrying, persist, settle_isolated
 from taskflow.clock import Clock
-from taskflow.jobs import Job, JobStatus
+from taskflow.errors import NotStorable
+from taskflow.jobs import Job, JobError, JobStatus
 from taskflow.messages import DeadLetterJob, JobDeadLettered, JobReplayed
 from taskflow.ports import Bury, EventBus, JobQueries, JobQuery, JobStore, Transport
 from taskflow.streams import receive_batch
@@ -39,6 +40,7 @@ class DlqKeeper:
     transport: Transport
     events: EventBus
     clock: Clock
+    retrying: Retrying = field(default_factory=Retrying)
     _stats: dict[str, int] = field(default_factory=lambda: {"buried": 0, "replayed": 0}, init=False)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -63,15 +65,32 @@ class DlqKeeper:
             )
             for d in batch
         ]
-        applied = await persist("bury", lambda: self.store.settle(changes, now=now))
-        tags = [d.failure.delivery_tag for d in batch]
-        await persist("ack", lambda: self.transport.ack(tags))
+        applied = await settle_isolated(
+            self.store, changes, now=now, what="bury", retrying=self.retrying
+        )
+        for i, job in enumerate(applied):
+            if isinstance(job, NotStorable):  # its error was refused: bury it with one we wrote
+                error = JobError(
+                    code="error_not_storable",
+                    message="the error could not be stored",
+                    reason=changes[i].error.reason,
+                )
+                changes[i] = replace(changes[i], error=error)
+                (applied[i],) = await settle_isolated(
+                    self.store, [changes[i]], now=now, what="bury", retrying=self.retrying
+                )
+        tags = [
+            d.failure.delivery_tag
+            for d, job in zip(batch, applied, strict=True)
+            if not isinstance(job, NotStorable)  # still refused: left to its lease
+        ]
+        await persist("ack", lambda: self.transport.ack(tags), retrying=self.retrying)
         events = [
             JobDeadLettered(
                 job_id=c.job_id, task=d.failure.task, attempt=c.attempt, at=now, error=c.error
             )
             for d, c, job in zip(batch, changes, applied, strict=True)
-            if job is not None
+            if job is not None and not isinstance(job, NotStorable)
         ]
         self._stats["buried"] += len(events)
         await self.events.publish(events)

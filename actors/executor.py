@@ -12,11 +12,11 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from actors.persist import persist
+from actors.persist import Retrying, persist, settle_isolated
 from taskflow.clock import Clock
 from taskflow.codec import encode_value
 from taskflow.context import JobContext
-from taskflow.errors import Retry, StoreError, TransportError, UnknownTask
+from taskflow.errors import NotStorable, Retry, StoreError, TransportError, UnknownTask
 from taskflow.jobs import Job, JobError
 from taskflow.log import get_logger
 from taskflow.messages import (
@@ -41,6 +41,7 @@ from taskflow.ports import (
     Transport,
 )
 from taskflow.registry import TaskRegistry, TaskSpec, type_names
+from taskflow.storable import clean_text, find_unstorable_result
 from taskflow.streams import receive_batch
 
 log = get_logger("taskflow.executor")
@@ -111,6 +112,7 @@ class ExecutorPool:
     concurrency: int = 8
     lease: float = 15.0
     progress_interval: float = 0.25
+    retrying: Retrying = field(default_factory=Retrying)
     _running: dict[str, _Running] = field(default_factory=dict, init=False)
     _cancel_early: set[str] = field(default_factory=set, init=False)
     _progress: dict[str, tuple[int, float, str | None]] = field(default_factory=dict, init=False)
@@ -331,6 +333,11 @@ class ExecutorPool:
         self, run: RunJob, started: float, result: Any, lines: tuple[str, ...]
     ) -> JobSucceeded | JobFailed:
         job = run.job
+        refused = find_unstorable_result(result)
+        if refused is not None:
+            message = f"the task's {refused.where} {refused.why}"
+            error = JobError(code="result_not_storable", message=clean_text(message)[:2000])
+            return self._failed(run, started, error, retryable=False)
         try:
             encode_value(result)
         except TypeError as exc:
@@ -455,17 +462,30 @@ class ExecutorPool:
                 for o in settled
             ]
             now = self.clock.now()
-            applied = await persist("settle", lambda: self.store.settle(changes, now=now))
+            applied = await settle_isolated(
+                self.store, changes, now=now, what="settle", retrying=self.retrying
+            )
             stale = [o for o, job in zip(settled, applied, strict=True) if job is None]
             for o in stale:
                 log.warning("stale_outcome_dropped", job_id=o.job_id, attempt=o.attempt)
             self._stats["stale_outcomes"] += len(stale)
-            tags = [o.delivery_tag for o in settled]
-            await persist("ack", lambda: self.transport.ack(tags))
-            await self._save_logs(settled)
-            await self.events.publish(
-                [o for o, job in zip(settled, applied, strict=True) if job is not None]
-            )
+            refused = [
+                (o, job)
+                for o, job in zip(settled, applied, strict=True)
+                if isinstance(job, NotStorable)
+            ]
+            # A refused result fails its job for good (the retrier buries it and acks its
+            # delivery); a refused cancel is left to its lease. Neither holds up the rest.
+            failed += [_not_storable(o, exc) for o, exc in refused if isinstance(o, JobSucceeded)]
+            kept = [
+                (o, job)
+                for o, job in zip(settled, applied, strict=True)
+                if not isinstance(job, NotStorable)
+            ]
+            tags = [o.delivery_tag for o, _ in kept]
+            await persist("ack", lambda: self.transport.ack(tags), retrying=self.retrying)
+            await self._save_logs([o for o, _ in kept])
+            await self.events.publish([o for o, job in kept if job is not None])
         for f in failed:
             await self.failures.send(f)
         if failed:
@@ -487,6 +507,7 @@ class ExecutorPool:
                 await self.logs.append(o.job_id, o.attempt, o.log_lines)
 
     def _on_progress(self, job_id: str, attempt: int, percent: float, message: str | None) -> None:
+        message = None if message is None else clean_text(message)
         with self._progress_lock:
             self._progress[job_id] = (attempt, percent, message)
 
@@ -504,7 +525,7 @@ class ExecutorPool:
                     [Progress(job_id=j, attempt=a, percent=p, message=m) for j, (a, p, m) in items],
                     now=now,
                 )
-            except StoreError as exc:  # progress is a hint: drop this round, keep running
+            except (StoreError, NotStorable) as exc:  # a hint: drop this round, keep running
                 log.warning("progress_not_saved", jobs=len(items), error=exc.message)
                 continue
             await self.events.publish(
@@ -567,5 +588,23 @@ class ExecutorPool:
 def _error(code: str, exc: BaseException) -> JobError:
     message = str(exc) or type(exc).__name__
     return JobError(
-        code=code, message=message[:2000], type=f"{type(exc).__module__}.{type(exc).__qualname__}"
+        code=code,
+        message=clean_text(message[:2000]),
+        type=clean_text(f"{type(exc).__module__}.{type(exc).__qualname__}"),
+    )
+
+
+def _not_storable(outcome: JobSucceeded, exc: NotStorable) -> JobFailed:
+    """The store refused the result: the job fails for good with ``result_not_storable``."""
+    return JobFailed(
+        job_id=outcome.job_id,
+        task=outcome.task,
+        attempt=outcome.attempt,
+        max_attempts=outcome.attempt,
+        at=outcome.at,
+        started_at=outcome.started_at,
+        error=JobError(code="result_not_storable", message=clean_text(exc.message)[:2000]),
+        retryable=False,
+        delivery_tag=outcome.delivery_tag,
+        log_lines=outcome.log_lines,
     )

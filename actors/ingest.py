@@ -12,12 +12,13 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from actors.outbox import publish_jobs
 from taskflow.clock import Clock
-from taskflow.errors import ShuttingDown, TaskflowError, ValidationError
+from taskflow.errors import NotStorable, ShuttingDown, TaskflowError, ValidationError
 from taskflow.jobs import Job, JobStatus
 from taskflow.log import get_logger
 from taskflow.messages import JobSubmitted, NewJob, SubmitJobs
 from taskflow.ports import EventBus, Inserted, JobStore, Transport
 from taskflow.registry import TaskRegistry
+from taskflow.storable import find_unstorable, text_problem
 
 log = get_logger("taskflow.ingest")
 
@@ -92,6 +93,11 @@ class Ingest:
         assert submission.result is not None
         return submission.result
 
+    @property
+    def stopping(self) -> bool:
+        """Stopped taking submissions (the process is draining)."""
+        return self._stopping
+
     async def stop(self) -> None:
         self._stopping = True
         self.outbox.close()
@@ -119,12 +125,26 @@ class Ingest:
 
     # ------------------------------------------------------------ internals
 
-    def _build(self, command: SubmitJobs, *, now: float) -> list[Job]:
+    def _build(self, command: SubmitJobs, *, now: float, check_values: bool = True) -> list[Job]:
         if not command.jobs:
             raise ValidationError("a submission needs at least one job", field="data")
-        return [self._job(new, now) for new in command.jobs]
+        key = command.idempotency_key
+        if key is not None and (problem := text_problem(key)):
+            raise ValidationError("invalid idempotency key", fields={"idempotency_key": problem})
+        single = len(command.jobs) == 1
+        return [
+            self._job(new, now, "" if single else f"jobs[{i}].", check_values=check_values)
+            for i, new in enumerate(command.jobs)
+        ]
 
-    def _job(self, new: NewJob, now: float) -> Job:
+    def _job(self, new: NewJob, now: float, where: str = "", *, check_values: bool = True) -> Job:
+        refused = find_unstorable(new.payload, f"{where}payload") if check_values else None
+        if refused is not None:
+            raise ValidationError(
+                f"{refused.where} {refused.why}", fields={refused.where: refused.why}
+            )
+        if new.queue is not None and (problem := text_problem(new.queue)):
+            raise ValidationError(f"{where}queue {problem}", fields={f"{where}queue": problem})
         spec = self.registry.get(new.task)
         priority = spec.priority if new.priority is None else new.priority
         max_attempts = spec.policy.max_attempts if new.max_attempts is None else new.max_attempts
@@ -162,7 +182,8 @@ class Ingest:
         stored: list[tuple[Submission, list[Job], Inserted]] = []
         for sub in group:
             try:
-                jobs = self._build(sub.command, now=now)
+                # Values were checked by ``submit``; the store refuses what slipped through.
+                jobs = self._build(sub.command, now=now, check_values=False)
             except TaskflowError as exc:  # e.g. a task unregistered meanwhile
                 self._fail(sub, exc)
                 continue
@@ -182,16 +203,7 @@ class Ingest:
                 continue
             stored.append((sub, [] if inserted.replayed else jobs, inserted))
         if plain:
-            all_jobs = [job for _, jobs in plain for job in jobs]
-            try:
-                await self.store.insert(all_jobs, now=now)
-            except Exception as exc:
-                for sub, _ in plain:
-                    self._fail(sub, exc)
-            else:
-                stored.extend(
-                    (sub, jobs, Inserted(job_ids=tuple(j.id for j in jobs))) for sub, jobs in plain
-                )
+            stored.extend(await self._insert_isolated(plain, now))
         new_jobs = [job for _, jobs, _ in stored for job in jobs]
         due = [j for j in new_jobs if j.status is JobStatus.PENDING]
         if self.crash_after_commit and new_jobs:
@@ -220,6 +232,30 @@ class Ingest:
         for sub, _, inserted in stored:
             sub.result = inserted
             sub.done.set()
+
+    async def _insert_isolated(
+        self, plain: list[tuple[Submission, list[Job]]], now: float
+    ) -> list[tuple[Submission, list[Job], Inserted]]:
+        """One insert for the whole group. If the store refuses a value (a data error, not an
+        outage), the group is split in halves until the refused submission stands alone: it
+        alone is failed, and every other one is stored as if it had come alone."""
+        try:
+            await self.store.insert([job for _, jobs in plain for job in jobs], now=now)
+        except NotStorable as exc:
+            if len(plain) == 1:
+                log.warning("submission_not_storable", jobs=len(plain[0][1]), error=exc.message)
+                self._fail(plain[0][0], exc)
+                return []
+            mid = len(plain) // 2
+            return [
+                *await self._insert_isolated(plain[:mid], now),
+                *await self._insert_isolated(plain[mid:], now),
+            ]
+        except Exception as exc:
+            for sub, _ in plain:
+                self._fail(sub, exc)
+            return []
+        return [(sub, jobs, Inserted(job_ids=tuple(j.id for j in jobs))) for sub, jobs in plain]
 
     def _fail(self, sub: Submission, exc: BaseException) -> None:
         self._stats["rejected"] += 1

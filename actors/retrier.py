@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from actors.outbox import publish_jobs
-from actors.persist import persist
+from actors.persist import Retrying, persist, settle_isolated
 from taskflow.clock import Clock
-from taskflow.errors import StoreError, TransportError, UnknownTask
+from taskflow.errors import NotStorable, StoreError, TransportError, UnknownTask
+from taskflow.jobs import JobError
 from taskflow.log import get_logger
 from taskflow.messages import DeadLetterJob, JobFailed, JobScheduled, JobSubmitted
 from taskflow.ports import EventBus, JobQueries, JobStore, Reschedule, Transport
@@ -51,6 +52,7 @@ class Retrier:
     rng: random.Random = field(default_factory=random.Random)
     promote_interval: float = 1.0
     promote_batch: int = 500
+    retrying: Retrying = field(default_factory=Retrying)
     _wake: anyio.Event | None = field(default=None, init=False)
     _stats: dict[str, int] = field(
         default_factory=lambda: {"retried": 0, "given_up": 0, "promoted": 0, "stale": 0}, init=False
@@ -114,11 +116,23 @@ class Retrier:
         if not retries:
             return
         changes = [r for _, r in retries]
-        applied = await persist("reschedule", lambda: self.store.settle(changes, now=now))
-        tags = [f.delivery_tag for f, _ in retries]
-        await persist("ack", lambda: self.transport.ack(tags))
+        applied = await settle_isolated(
+            self.store, changes, now=now, what="reschedule", retrying=self.retrying
+        )
+        tags = [
+            f.delivery_tag
+            for (f, _), job in zip(retries, applied, strict=True)
+            if not isinstance(job, NotStorable)
+        ]
+        await persist("ack", lambda: self.transport.ack(tags), retrying=self.retrying)
         scheduled = []
         for (failure, change), job in zip(retries, applied, strict=True):
+            if isinstance(job, NotStorable):  # its error was refused: bury it with one we wrote
+                self._stats["given_up"] += 1
+                error = JobError(code="error_not_storable", message="the error could not be stored")
+                dead = DeadLetterJob(failure=replace(failure, error=error), code=error.code)
+                await self.dead.send(dead)
+                continue
             if job is None:
                 self._stats["stale"] += 1
                 log.warning("stale_failure_dropped", job_id=failure.job_id, attempt=failure.attempt)

@@ -27,6 +27,7 @@ from actors.executor import ExecutorPool
 from actors.heartbeat import Heartbeat
 from actors.ingest import Ingest, Submission
 from actors.metrics import MetricsCollector
+from actors.persist import Retrying
 from actors.reaper import Reaper
 from actors.retrier import Retrier
 from taskflow.clock import Clock
@@ -97,6 +98,8 @@ class Tree:
     dlq: DlqKeeper
     reaper: Reaper
     metrics: MetricsCollector
+    retrying: Retrying
+    """Calls stuck retrying an unavailable dependency (health turns ``degraded``)."""
     supervisor: Supervisor = field(init=False)
     force_stop: Callable[[], None] = field(init=False)
     """Cancel every actor now (a second Ctrl-C): running async attempts are released; sync
@@ -104,7 +107,7 @@ class Tree:
 
 
 EdgeChildren = Callable[[Tree], Sequence[ChildSpec]]
-"""Children started after the core and stopped before it (the web server)."""
+"""Children started before the core and stopped after it (the web server)."""
 
 
 @asynccontextmanager
@@ -131,8 +134,10 @@ async def open_tree(
             else nullcontext(_NoDeliveries())
         ) as deliveries,
     ):
+        retrying = Retrying()
         dlq = DlqKeeper(
             inbox=dead,
+            retrying=retrying,
             queries=res.queries,
             events=res.events,
             store=res.store,
@@ -141,6 +146,7 @@ async def open_tree(
         )
         retrier = Retrier(
             inbox=failures,
+            retrying=retrying,
             dead=dead_send,
             queries=res.queries,
             events=res.events,
@@ -153,6 +159,7 @@ async def open_tree(
         )
         pool = ExecutorPool(
             runs=runs,
+            retrying=retrying,
             failures=failures_send,
             registry=registry,
             events=res.events,
@@ -241,9 +248,12 @@ async def open_tree(
             dlq=dlq,
             reaper=reaper,
             metrics=metrics,
+            retrying=retrying,
         )
         if edge and API in cfg.roles:
-            children += edge(tree)
+            # First to start, last to stop: while the core drains, the web edge still answers
+            # (503 ``shutting_down`` to submissions, 503 ``draining`` to health, reads as usual).
+            children = [*edge(tree), *children]
         supervisor = tree.supervisor = Supervisor(children, policy=cfg.restart, name="taskflow")
         async with anyio.create_task_group() as tg:
 

@@ -102,9 +102,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TaskflowError as exc:
         print(f"taskflow: {exc.code}: {exc.message}", file=sys.stderr)
         return 2
+    except BaseExceptionGroup as group:  # raised inside the task groups of `serve`
+        error = _taskflow_error(group)
+        if error is None:
+            raise
+        print(f"taskflow: {error.code}: {error.message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def _taskflow_error(exc: BaseException) -> TaskflowError | None:
+    """The TaskFlow error (a bad setting, a port in use, an unreachable database) that a task
+    group wrapped, if that is what ended the run."""
+    if isinstance(exc, TaskflowError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _taskflow_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def migrate_command(settings: Settings, *, rollback: int | None, show: bool) -> int:

@@ -46,7 +46,7 @@ def encode_value(value: Any) -> bytes:
     encode. (msgspec renders datetimes as ISO strings, bytes as base64, sets as arrays.)"""
     try:
         return _encoder.encode(value)
-    except (TypeError, msgspec.EncodeError) as exc:
+    except (TypeError, ValueError, msgspec.EncodeError) as exc:
         raise TypeError(str(exc)) from exc
 
 

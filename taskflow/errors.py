@@ -93,3 +93,9 @@ class Retry(Exception):
             raise ValueError("Retry delay must be >= 0")
         self.delay = delay
         super().__init__(message)
+
+
+class NotStorable(TaskflowError):
+    """The store refused a value (a data error, not an outage): retrying cannot help."""
+
+    code = "not_storable"

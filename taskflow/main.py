@@ -12,7 +12,7 @@ import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -24,22 +24,34 @@ from actors.tree import API, WORKER, Resources, Tree, TreeConfig, open_tree
 from taskflow.clock import AnyioClock, WallClock
 from taskflow.config import Settings
 from taskflow.demo import demo_registry
-from taskflow.errors import ConfigError
+from taskflow.errors import ConfigError, ValidationError
 from taskflow.files import FileLogStore
+from taskflow.home import home_lock
 from taskflow.jobs import ACTIVE, TERMINAL, Job, JobStatus
 from taskflow.log import get_logger
 from taskflow.memory import MemoryEventBus, MemoryJobStore, MemoryLogStore, MemoryTransport
 from taskflow.messages import TERMINAL_EVENTS, CancelRequested, JobCancelled, NewJob, SubmitJobs
 from taskflow.ports import DeadMessage, EventBus, Inserted, JobQuery, Transport
 from taskflow.registry import TaskRegistry
+from taskflow.storable import find_unstorable
 from taskflow.supervisor import ChildSpec, RestartPolicy
 
 log = get_logger("taskflow.main")
 
 
 def request_hash(jobs: Sequence[NewJob]) -> str:
-    """A stable fingerprint of a submission, to tell a retried request from a different one."""
-    return hashlib.sha256(msgspec.json.encode(list(jobs), order="sorted")).hexdigest()
+    """A stable fingerprint of a submission, to tell a retried request from a different one.
+    Raises ``ValidationError`` naming the field that cannot be encoded."""
+    try:
+        return hashlib.sha256(msgspec.json.encode(list(jobs), order="sorted")).hexdigest()
+    except (TypeError, ValueError, msgspec.EncodeError) as exc:
+        for i, job in enumerate(jobs):
+            refused = find_unstorable(job.payload, f"jobs[{i}].payload")
+            if refused is not None:
+                raise ValidationError(
+                    f"{refused.where} {refused.why}", fields={refused.where: refused.why}
+                ) from exc
+        raise ValidationError(f"the submission cannot be encoded: {exc}") from exc
 
 
 class Runtime:
@@ -178,6 +190,15 @@ class Runtime:
                 report[name] = "ok"
         return report
 
+    @property
+    def draining(self) -> bool:
+        """Shutting down: submissions are refused while running jobs finish."""
+        return self.tree.ingest.stopping
+
+    def retrying(self) -> dict[str, str]:
+        """Calls stuck retrying an unavailable dependency now: ``{call: last error}``."""
+        return {c.call: f"{c.error} ({c.retries} tries)" for c in self.tree.retrying.stuck()}
+
     def metrics(self) -> MetricsSnapshot:
         """The metrics actor's latest snapshot."""
         return self.tree.metrics.snapshot()
@@ -273,7 +294,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
     """The adapters for one process: PostgreSQL (embedded unless ``TASKFLOW_DATABASE_URL``),
     migrated under yoyo's lock; RabbitMQ for the transport and the event bus when
     ``TASKFLOW_AMQP_URL`` is set, else the in-memory ones; local log files."""
-    from taskflow.postgres import migrate, open_embedded_server, open_store
+    from taskflow.postgres import migrate, open_embedded_server, open_store, probe
 
     async with AsyncExitStack() as stack:
         url: str = (
@@ -281,6 +302,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             if settings.database_url
             else await stack.enter_async_context(open_embedded_server(settings.home))
         )
+        await probe(url)  # an unreachable server is one clear error, before the migrations
         applied = await anyio.to_thread.run_sync(migrate, str(url))
         if applied:
             log.info("migrations_applied", migrations=applied)
@@ -314,19 +336,47 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         )
 
 
+def gone_owners(owners: Sequence[str | None], *, host: str | None = None) -> list[str]:
+    """The lease owners (``host:pid``) among ``owners`` that are processes of this host that no
+    longer run: their jobs can be recovered at once. An owner on another host, or alive, is
+    left to its lease."""
+    import psutil
+
+    here = host or socket.gethostname()
+    gone = []
+    for owner in set(owners):
+        name, _, pid = (owner or "").rpartition(":")
+        if name == here and pid.isdigit() and not psutil.pid_exists(int(pid)):
+            gone.append(owner or "")
+    return sorted(gone)
+
+
 async def recover_on_start(res: Resources, *, batch: int = 1000) -> tuple[int, int]:
-    """One process on the in-memory transport owns every job: jobs left ``in_progress`` by a
-    previous run are orphans (requeued, the lost attempt counted, or dead-lettered when it was
-    the last), and every ``pending`` job is published again. Returns (recovered, published)."""
-    far_future = res.clock.now() + 100 * 365 * 86400.0
+    """Start-up recovery of a process that owns its home and its in-memory transport: jobs
+    left ``in_progress`` by a process that is gone (its lease expired, or its PID on this host
+    no longer runs) are requeued, the lost attempt counted (dead-lettered when it was the
+    last); a live process's jobs are never touched. Every ``pending`` job is published again
+    (claims are fenced, so a job another process already runs is not run twice). Returns
+    (recovered, published)."""
+    running: list[str | None] = []
+    before: tuple[float, str] | None = None
+    while True:
+        page = await res.queries.list(
+            JobQuery(status=JobStatus.IN_PROGRESS, limit=batch, before=before)
+        )
+        if not page:
+            break
+        running += [j.lease_owner for j in page]
+        before = (page[-1].created_at, page[-1].id)
+    owners = gone_owners(running)
     recovered = 0
     while True:
-        swept = await res.store.recover_expired(now=far_future, limit=batch)
+        swept = await res.store.recover_expired(now=res.clock.now(), limit=batch, owners=owners)
         recovered += len(swept.requeued) + len(swept.buried)
         if len(swept.requeued) + len(swept.buried) < batch:
             break
     published = 0
-    before: tuple[float, str] | None = None
+    before = None
     while True:
         page = await res.queries.list(
             JobQuery(status=JobStatus.PENDING, limit=batch, before=before)
@@ -364,10 +414,15 @@ ROLES = {"up": frozenset({API, WORKER}), "api": frozenset({API}), "worker": froz
 async def serve(settings: Settings, role: str = "up") -> None:
     """Run one process until SIGINT or SIGTERM: ``up`` (the whole tree plus the web server),
     ``api`` (web + ingest) or ``worker`` (dispatcher, executors, retrier, DLQ keeper, reaper,
-    heartbeat). The first signal stops gracefully (intake closes, running jobs finish within
-    the grace period); a second one cancels what still runs (released, not lost)."""
+    heartbeat).
+
+    Before it changes anything, ``up`` takes its home (``HomeInUse`` if another process holds
+    it) and every role with a web edge binds its port (``ConfigError`` if it is taken). The
+    first signal drains: submissions get 503 ``shutting_down``, health 503 ``draining``, reads
+    go on, running jobs finish within the grace period; the port closes last. A second signal
+    cancels what still runs (released, not lost)."""
     from web.app import create_app
-    from web.server import WebServer
+    from web.server import WebServer, listen
 
     roles = ROLES[role]
     if role != "up" and not settings.amqp_url:
@@ -375,14 +430,6 @@ async def serve(settings: Settings, role: str = "up") -> None:
     registry = load_registry(settings.tasks)
     stop = anyio.Event()
     forced: list[Tree] = []
-
-    def edge(tree: Tree) -> list[ChildSpec]:
-        server = WebServer(
-            app=create_app(Runtime(tree, resources), settings),
-            host=settings.host,
-            port=settings.port,
-        )
-        return [ChildSpec(id="web", run=server.run, stop=server.stop, grace=10.0)]
 
     async def watch_signals() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -395,14 +442,29 @@ async def serve(settings: Settings, role: str = "up") -> None:
                     forced[0].force_stop()
                     return
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(watch_signals)
-        async with open_resources(settings) as resources:
-            if isinstance(resources.transport, MemoryTransport):
-                await recover_on_start(resources)  # the only process: it owns every job
-            config = dataclasses.replace(tree_config(settings), roles=roles)
-            async with open_tree(registry, resources, config, edge=edge) as tree:
-                forced.append(tree)
-                log.info("taskflow_started", role=role, host=settings.host, port=settings.port)
-                await stop.wait()
-        tg.cancel_scope.cancel()
+    with ExitStack() as held:
+        if role == "up":
+            held.enter_context(home_lock(settings.home))
+        sock = held.enter_context(listen(settings.host, settings.port)) if API in roles else None
+
+        def edge(tree: Tree) -> list[ChildSpec]:
+            assert sock is not None
+            server = WebServer(
+                app=create_app(Runtime(tree, resources), settings),
+                host=settings.host,
+                port=settings.port,
+                sock=sock,
+            )
+            return [ChildSpec(id="web", run=server.run, stop=server.stop, grace=10.0)]
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch_signals)
+            async with open_resources(settings) as resources:
+                if isinstance(resources.transport, MemoryTransport):
+                    await recover_on_start(resources)  # jobs of processes that are gone
+                config = dataclasses.replace(tree_config(settings), roles=roles)
+                async with open_tree(registry, resources, config, edge=edge) as tree:
+                    forced.append(tree)
+                    log.info("taskflow_started", role=role, host=settings.host, port=settings.port)
+                    await stop.wait()
+            tg.cancel_scope.cancel()

@@ -21,7 +21,21 @@ ASYNCIO_ONLY = frozenset({"postgres", "rabbitmq", "redis", "s3"})
 pytest_plugins = ["tests.pg", "tests.rabbit"]
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--faults",
+        action="store_true",
+        help="also run the fault scenarios that stop or restart the machine's RabbitMQ and "
+        "PostgreSQL (marked `disruptive`; CI runs them, the default test command never does)",
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("--faults"):
+        why = "stops or restarts the machine's services: run with --faults (invoke test --faults)"
+        for item in items:
+            if item.get_closest_marker("disruptive"):
+                item.add_marker(pytest.mark.skip(reason=why))
     keep, drop = [], []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})

@@ -267,8 +267,18 @@ async def replay_all_dead_letters() -> Response:
 @errors(503)
 async def health() -> Response:
     """Liveness and readiness: answers only if the process serves requests, and probes every
-    dependency (store, transport). 503 ``unavailable`` names the ones that failed."""
-    report = await current_state().runtime.health()
+    dependency (store, transport). 503 ``unavailable`` names the ones that failed; 503
+    ``draining`` while the process shuts down; 200 ``degraded`` while an actor is retrying
+    a call that keeps failing."""
+    runtime = current_state().runtime
+    if runtime.draining:
+        raise ApiError(
+            503,
+            "draining",
+            "Shutting down: running jobs are finishing and no new work is taken.",
+            headers={"Retry-After": "5"},
+        )
+    report = await runtime.health()
     failed = sorted(name for name, result in report.items() if result != "ok")
     if failed:
         log.warning("health_check_failed", checks=report)
@@ -283,8 +293,15 @@ async def health() -> Response:
             details={"checks": checks, "failed": failed},
             headers={"Retry-After": "5"},
         )
+    retrying = runtime.retrying()
     return json_response(
-        HealthResponse(name=API_NAME, status="ok", version=taskflow.__version__, checks=report)
+        HealthResponse(
+            name=API_NAME,
+            status="degraded" if retrying else "ok",
+            version=taskflow.__version__,
+            checks=report,
+            retrying=retrying,
+        )
     )
 
 

@@ -23,6 +23,7 @@ RETRY_AFTER_SECONDS = 5
 TASKFLOW_STATUS: Mapping[str, int] = {
     "unknown_task": 422,
     "validation_error": 422,
+    "not_storable": 422,
     "job_not_found": 404,
     "idempotency_conflict": 409,
     "invalid_transition": 409,

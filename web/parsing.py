@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 import uuid
 from collections.abc import Mapping, Sequence
@@ -20,10 +21,9 @@ from werkzeug.datastructures import MultiDict
 from taskflow.jobs import JobStatus
 from taskflow.messages import NewJob
 from taskflow.ports import JobQuery
+from taskflow.storable import MAX_DEPTH, find_unstorable
 from web.responses import ApiError, FieldErrors
 
-MAX_DEPTH = 64
-"""Deepest nesting of objects/arrays allowed in a payload."""
 MAX_NAME = 200
 MAX_DELAY_SECONDS = 366 * 86400.0
 MAX_TIMEOUT_SECONDS = 7 * 86400.0
@@ -65,7 +65,23 @@ def decode_json(body: bytes) -> Any:
         reason = "it is nested too deeply"
     except msgspec.MsgspecError as exc:
         reason = str(exc)
+        # msgspec refuses a lone surrogate escape (``"\ud800"``), which is valid JSON text:
+        # read it with the standard parser so the field that holds it gets a clear 422.
+        lenient = _lenient_json(body)
+        if lenient is not None:
+            return lenient
     raise ApiError(400, "invalid_json", f"The request body is not valid JSON: {reason}.")
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _lenient_json(body: bytes) -> Any | None:
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_not_json)
+    except (ValueError, RecursionError):
+        return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -204,6 +220,10 @@ def _payloads(data: Any, shown: str, errors: FieldErrors, *, present: bool) -> l
             continue
         if depth(payload) > MAX_DEPTH:
             errors.add(f"{where}.payload", f"is nested deeper than {MAX_DEPTH} levels")
+            continue
+        refused = find_unstorable(payload, f"{where}.payload")
+        if refused is not None:
+            errors.add(refused.where, refused.why)
             continue
         payloads.append(payload)
     return payloads

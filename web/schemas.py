@@ -174,12 +174,14 @@ class ReplayAllResponse(msgspec.Struct):
 
 
 class HealthResponse(msgspec.Struct):
-    """Every dependency answered its probe."""
+    """Every dependency answered its probe. ``degraded``: an actor is retrying a call that
+    keeps failing (``retrying`` names it), work waits meanwhile."""
 
     name: str
-    status: Literal["ok"]
+    status: Literal["ok", "degraded"]
     version: str
     checks: dict[str, str]
+    retrying: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class MetricsResponse(msgspec.Struct):

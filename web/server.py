@@ -8,8 +8,11 @@ awaits it), shielded, and a cancellation of ``run`` becomes the graceful shutdow
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import socket
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import anyio
@@ -20,11 +23,52 @@ from hypercorn.config import Config, Sockets
 from hypercorn.typing import ASGIFramework, ASGIReceiveCallable, ASGISendCallable, Scope
 from hypercorn.utils import wrap_app
 
+from taskflow.errors import ConfigError
 from taskflow.log import get_logger
 
 log = get_logger("taskflow.web")
 
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (not yet listening); ``ConfigError`` with what to
+    do when the address is taken or cannot be used."""
+    try:
+        infos = socket.getaddrinfo(
+            host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}; check --host") from None
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.bind(address)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise ConfigError(
+                f"cannot listen on {host}:{port}: the port is already in use; stop the process "
+                "that holds it, or choose another port (--port or TASKFLOW_PORT)"
+            ) from None
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+@contextlib.contextmanager
+def listen(host: str, port: int) -> Iterator[socket.socket]:
+    """``bind`` for the life of the block: the port is ours before anything else starts."""
+    sock = bind(host, port)
+    try:
+        yield sock
+    finally:
+        sock.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +99,8 @@ class WebServer:
     host: str
     port: int
     graceful_timeout: float = 5.0
+    sock: socket.socket | None = None
+    """A socket bound by the caller (``listen``), kept by it: each run serves a duplicate."""
     bound_port: int | None = field(default=None, init=False)
     _shutdown: anyio.Event | None = field(default=None, init=False, repr=False)
     _finished: anyio.Event | None = field(default=None, init=False, repr=False)
@@ -144,22 +190,8 @@ class WebServer:
             self._in_flight -= 1
 
     async def _bind(self) -> socket.socket:
-        infos = await anyio.getaddrinfo(
-            self.host or None,
-            self.port,
-            type=socket.SOCK_STREAM,
-            flags=socket.AI_PASSIVE,
-        )
-        family, kind, proto, _, address = infos[0]
-        sock = socket.socket(family, kind, proto)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.bind(address)
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
+        sock = self.sock.dup() if self.sock is not None else bind(self.host, self.port)
+        sock.setblocking(False)
         self.bound_port = int(sock.getsockname()[1])
         return sock
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, replace
 
 import anyio
 
-from taskflow.errors import IdempotencyConflict, JobNotFound
+from taskflow.errors import IdempotencyConflict, JobNotFound, NotStorable
 from taskflow.jobs import Job, JobError, JobStatus, Trigger, sources, transition
 from taskflow.ports.store import (
     Bury,
@@ -24,6 +24,7 @@ from taskflow.ports.store import (
     Renew,
     Reschedule,
 )
+from taskflow.storable import find_unstorable, find_unstorable_result, text_problem
 
 WORKER_LOST = JobError(
     code="worker_lost", message="the worker holding the job stopped renewing its lease"
@@ -99,6 +100,7 @@ class MemoryJobStore:
         key_expires_at: float | None = None,
     ) -> Inserted:
         self.writes["insert"] += 1
+        _refuse_jobs(jobs, idempotency_key)
         if idempotency_key is not None:
             known = self._keys.get(idempotency_key)
             if known is not None and (known.expires_at is None or known.expires_at > now):
@@ -142,6 +144,7 @@ class MemoryJobStore:
 
     async def settle(self, changes: Sequence[Change], *, now: float) -> list[Job | None]:
         self.writes["settle"] += 1
+        _refuse_changes(changes)  # like PostgreSQL: one refused value fails the whole batch
         return [self._apply(change, now) for change in changes]
 
     def _apply(self, change: Change, now: float) -> Job | None:
@@ -260,13 +263,17 @@ class MemoryJobStore:
             replayed.append(new)
         return replayed
 
-    async def recover_expired(self, *, now: float, limit: int) -> Recovered:
+    async def recover_expired(
+        self, *, now: float, limit: int, owners: Sequence[str] = ()
+    ) -> Recovered:
         self.writes["recover_expired"] += 1
+        gone = set(owners)
         expired = sorted(
             (
                 j
                 for j in self._in(JobStatus.IN_PROGRESS)
-                if j.lease_expires_at is not None and j.lease_expires_at < now
+                if (j.lease_expires_at is not None and j.lease_expires_at < now)
+                or (j.lease_owner is not None and j.lease_owner in gone)
             ),
             key=lambda j: j.lease_expires_at or 0.0,
         )[:limit]
@@ -372,3 +379,27 @@ class MemoryJobStore:
     async def next_run_at(self) -> float | None:
         times = [j.run_at for j in self._in(JobStatus.SCHEDULED) if j.run_at is not None]
         return min(times, default=None)
+
+
+def _refuse_jobs(jobs: Sequence[Job], key: str | None) -> None:
+    """Refuse what PostgreSQL refuses, as the PostgreSQL store does (``NotStorable``)."""
+    for job in jobs:
+        texts = [job.task, job.queue, key or ""]
+        if any(text_problem(t) for t in texts) or find_unstorable(job.payload):
+            raise NotStorable(f"the store refused a value of job {job.id}")
+
+
+def _refuse_changes(changes: Sequence[Change]) -> None:
+    for change in changes:
+        texts: list[str] = []
+        match change:
+            case Complete():
+                if find_unstorable_result(change.result):
+                    raise NotStorable(f"the store refused the result of job {change.job_id}")
+            case Reschedule() | Bury():
+                error = change.error
+                texts = [error.code, error.message, error.type or "", error.reason or ""]
+            case Progress():
+                texts = [change.message or ""]
+        if any(text_problem(t) for t in texts):
+            raise NotStorable(f"the store refused a value of job {change.job_id}")

@@ -153,8 +153,11 @@ class JobStore(Protocol):
         """failed -> pending, a new attempt series; lineage (replay_count, original_error) kept."""
         ...
 
-    async def recover_expired(self, *, now: float, limit: int) -> Recovered:
-        """Jobs whose lease expired: requeued (an attempt counted, ``worker_lost``) or buried."""
+    async def recover_expired(
+        self, *, now: float, limit: int, owners: Sequence[str] = ()
+    ) -> Recovered:
+        """Jobs whose lease expired, or whose lease is held by one of ``owners`` (processes
+        known to be gone): requeued (an attempt counted, ``worker_lost``) or buried."""
         ...
 
     async def mark_published(self, job_ids: Sequence[str]) -> None:

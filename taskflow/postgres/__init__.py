@@ -1,6 +1,12 @@
 """The PostgreSQL adapter of the JobStore port (asyncio backend)."""
 
-from taskflow.postgres.connect import embedded_server, open_embedded_server, open_pool, open_store
+from taskflow.postgres.connect import (
+    embedded_server,
+    open_embedded_server,
+    open_pool,
+    open_store,
+    probe,
+)
 from taskflow.postgres.migrate import migrate
 from taskflow.postgres.store import PostgresJobStore
 
@@ -11,4 +17,5 @@ __all__ = [
     "open_embedded_server",
     "open_pool",
     "open_store",
+    "probe",
 ]

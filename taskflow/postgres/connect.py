@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
@@ -27,7 +29,9 @@ SERVER_OPTIONS = (
 async def open_pool(
     url: str, *, min_size: int = 1, max_size: int = 10
 ) -> AsyncIterator[AsyncConnectionPool[Any]]:
-    """An open pool (asyncio only: psycopg's async API has no trio support)."""
+    """An open pool (asyncio only: psycopg's async API has no trio support). A server that
+    cannot be reached is a ``StoreError`` at once, naming it and the driver's reason."""
+    await probe(url)
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         url,
         min_size=min_size,
@@ -51,6 +55,22 @@ async def open_pool(
     finally:
         with anyio.CancelScope(shield=True):
             await pool.close()
+
+
+async def probe(url: str) -> None:
+    """One connection to ``url``: ``StoreError`` naming the server and the reason if none."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(url, connect_timeout=5, autocommit=True)
+    except psycopg.Error as exc:
+        info = conninfo_to_dict(url)
+        where = f"{info.get('host', 'localhost')}:{info.get('port', 5432)}/{info.get('dbname', '')}"
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        reason = lines[0].removeprefix("connection failed: ") if lines else type(exc).__name__
+        raise StoreError(
+            f"cannot connect to PostgreSQL at {where}: {reason}; check TASKFLOW_DATABASE_URL "
+            "and that the server is running"
+        ) from None
+    await conn.close()
 
 
 @asynccontextmanager

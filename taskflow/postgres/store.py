@@ -18,11 +18,12 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 import anyio
+import msgspec
 import psycopg
 import psycopg.errors
 from psycopg_pool import AsyncConnectionPool
 
-from taskflow.errors import IdempotencyConflict, JobNotFound, StoreError, TaskflowError
+from taskflow.errors import IdempotencyConflict, JobNotFound, NotStorable, StoreError, TaskflowError
 from taskflow.jobs import Job, JobError, JobStatus, Trigger, sources, transition
 from taskflow.memory.store import WORKER_LOST
 from taskflow.ports.store import (
@@ -46,6 +47,17 @@ Conn = psycopg.AsyncConnection[Row]
 T = TypeVar("T")
 _RETRIES = 4
 _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+_REFUSED = (psycopg.DataError, psycopg.IntegrityError)
+"""A value the server (or the driver, for a NUL in text) refuses: a data error, not an outage.
+It leaves as ``NotStorable``, which nobody retries as it is; callers split the batch."""
+
+
+def _json(value: Any) -> str:
+    """A payload or result as JSON text for a ``jsonb`` column (the wire codec's rendering)."""
+    try:
+        return msgspec.json.encode(value).decode()
+    except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+        raise NotStorable(f"value cannot be stored as JSON: {exc}") from exc
 
 
 def _ts(value: float | None) -> datetime | None:
@@ -147,6 +159,8 @@ class PostgresJobStore:
                         yield conn
             except TaskflowError:
                 raise
+            except _REFUSED as exc:
+                raise NotStorable(f"the database refused a value: {exc}".strip()) from exc
             except psycopg.Error as exc:
                 raise StoreError(f"database error: {type(exc).__name__}: {exc}".strip()) from exc
             except TimeoutError as exc:
@@ -217,7 +231,7 @@ class PostgresJobStore:
                     "ids": ids,
                     "tasks": [j.task for j in jobs],
                     "queues": [j.queue for j in jobs],
-                    "payloads": [json.dumps(j.payload) for j in jobs],
+                    "payloads": [_json(j.payload) for j in jobs],
                     "statuses": [j.status.value for j in jobs],
                     "priorities": [j.priority for j in jobs],
                     "max_attempts": [j.max_attempts for j in jobs],
@@ -300,9 +314,17 @@ class PostgresJobStore:
         )
         return [_job(r) for r in rows]
 
-    async def recover_expired(self, *, now: float, limit: int) -> Recovered:
+    async def recover_expired(
+        self, *, now: float, limit: int, owners: Sequence[str] = ()
+    ) -> Recovered:
         rows = await self._rows(
-            "recover_expired", {"now": _ts(now), "limit": limit, "error": _error_json(WORKER_LOST)}
+            "recover_owned" if owners else "recover_expired",
+            {
+                "now": _ts(now),
+                "limit": limit,
+                "error": _error_json(WORKER_LOST),
+                "owners": list(owners),
+            },
         )
         jobs = [_job(r) for r in rows]
         return Recovered(
@@ -416,7 +438,7 @@ def _settle_params(kind: type, batch: list[Any]) -> tuple[str, dict[str, Any]]:
     if kind is Complete:
         return "complete", {
             **base,
-            "results": [json.dumps(c.result) for c in batch],
+            "results": [_json(c.result) for c in batch],
             "sources": _src(Trigger.SUCCEED),
         }
     if kind is Reschedule:

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import anyio
 import pytest
 
-from taskflow.errors import IdempotencyConflict, InvalidTransition, JobNotFound
+from taskflow.errors import IdempotencyConflict, InvalidTransition, JobNotFound, NotStorable
 from taskflow.jobs import Job, JobError, JobStatus
 from taskflow.memory import MemoryJobStore
 from taskflow.ports.store import (
@@ -924,3 +924,58 @@ async def test_dead_messages_are_kept_newest_first_with_their_reasons(store: Sto
     assert (oldest.body, oldest.reason) == ("\ufffdgarbage", "malformed_message: x")
     assert newest.id is not None and oldest.id is not None and newest.id > oldest.id
     assert [m.queue for m in await store.dead_messages(limit=1, offset=1)] == ["default"]
+
+
+# ------------------------------------------------------------------ values the store refuses
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"s": "a\x00b"}, {"k\x00": 1}, {"s": "\ud800"}, {"n": 10**5000}],
+    ids=["nul-value", "nul-key", "lone-surrogate", "huge-int"],
+)
+async def test_a_refused_value_fails_the_insert_as_not_storable_and_stores_nothing(
+    store: Store, payload: dict[str, Any]
+) -> None:
+    good, bad = make_job(), make_job(payload=payload)
+    with pytest.raises(NotStorable):
+        await store.insert([good, bad], now=T)
+    assert await store.counts() == dict.fromkeys(JobStatus, 0)  # the batch is atomic
+    # and the store keeps working: the good job alone goes in
+    assert await add(store, good) == [good.id]
+
+
+async def test_a_refused_result_fails_the_whole_settle_batch_and_applies_none(
+    store: Store,
+) -> None:
+    a, b = await running(store), await running(store)
+    changes: list[Change] = [
+        Complete(job_id=a.id, attempt=1, result={"ok": True}),
+        Complete(job_id=b.id, attempt=1, result={"bad": "x\x00"}),
+    ]
+    with pytest.raises(NotStorable):
+        await store.settle(changes, now=T + 1)
+    assert (await store.get(a.id)).status is JobStatus.IN_PROGRESS
+    assert (await store.get(b.id)).status is JobStatus.IN_PROGRESS
+    applied = await store.settle(changes[:1], now=T + 1)
+    assert applied[0] is not None and applied[0].status is JobStatus.COMPLETED
+
+
+async def test_an_error_message_the_store_refuses_is_not_storable(store: Store) -> None:
+    job = await running(store)
+    error = JobError(code="task_error", message="bad \x00 message", type="ValueError")
+    with pytest.raises(NotStorable):
+        await store.settle([Bury(job_id=job.id, attempt=1, error=error)], now=T + 1)
+    assert (await store.get(job.id)).status is JobStatus.IN_PROGRESS
+
+
+async def test_recover_expired_with_owners_takes_their_live_leases_and_spares_the_rest(
+    store: Store,
+) -> None:
+    gone_id, live_id = await add(store, make_job(), make_job())
+    (gone,) = await store.claim([gone_id], owner="host:1", now=T, lease_until=T + 60)
+    (live,) = await store.claim([live_id], owner="host:2", now=T, lease_until=T + 60)
+    recovered = await store.recover_expired(now=T, limit=10, owners=["host:1"])
+    assert [j.id for j in recovered.requeued] == [gone.id]
+    assert (await store.get(live.id)).status is JobStatus.IN_PROGRESS
+    assert (await store.get(gone.id)).error is not None

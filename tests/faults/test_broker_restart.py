@@ -11,7 +11,7 @@ import pytest
 from tests.faults.streaming import check, run_through
 from tests.rabbit import Vhost
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.disruptive]
 
 OUTAGE = 5.0
 

@@ -16,7 +16,7 @@ from tests.faults.harness import query
 from tests.faults.streaming import check, run_through
 from tests.rabbit import Vhost
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.disruptive]
 
 
 def cluster_of(pg_url: str) -> tuple[str, str]:
