@@ -66,3 +66,15 @@ async def record_async(payload: dict[str, Any], ctx: JobContext) -> dict[str, An
 @registry.task(name="noop", timeout=30.0)
 async def noop(payload: dict[str, Any], ctx: JobContext) -> None:
     """Nothing at all: for drain-rate measurements."""
+
+
+@registry.task(name="poison_result", max_attempts=3, timeout=30.0)
+async def poison_result(payload: dict[str, Any], ctx: JobContext) -> Any:
+    """Return a value PostgreSQL refuses (a NUL, or a lone surrogate)."""
+    return {"text": "nul \x00 inside"} if payload.get("kind") != "surrogate" else ["\ud800"]
+
+
+@registry.task(name="poison_error", max_attempts=2, timeout=30.0)
+async def poison_error(payload: dict[str, Any], ctx: JobContext) -> None:
+    """Fail with an error message PostgreSQL would refuse as it is."""
+    raise RuntimeError("broken \x00 message \udfff")

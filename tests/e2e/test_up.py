@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import socket
+import subprocess
+import sys
 import time
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.service import Service
+from tests.e2e.service import Service, free_port, http
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -68,3 +73,151 @@ def test_up_runs_with_zero_setup_on_embedded_postgres(tmp_path: Path) -> None:
         assert service.job(job_id)["status"] == "completed"
     finally:
         assert service.stop() == 0
+
+
+# ------------------------------------------------------------------ one owner, clear errors
+
+
+def run_taskflow(home: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, **env, "TASKFLOW_HOME": str(home)}
+    return subprocess.run(
+        [sys.executable, "-m", "taskflow", *args],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def one_clear_line(done: subprocess.CompletedProcess[str]) -> str:
+    """A start-up error: exit code 2, one line on stderr, no traceback, nothing started."""
+    output = done.stdout + done.stderr
+    assert done.returncode == 2, output
+    assert "Traceback" not in output
+    assert "taskflow_started" not in output
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, output
+    return lines[0]
+
+
+def test_a_second_up_in_the_same_home_exits_at_once_and_touches_no_job(
+    service: Service, pg_url: str
+) -> None:
+    service.start()
+    status, body = service.submit("sleep", [{"seconds": 4, "steps": 4}], max_attempts=1)
+    assert status == 202, body
+    (job_id,) = body["taskIds"]
+    deadline = time.monotonic() + 10
+    while service.job(job_id)["status"] != "in_progress" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = time.monotonic()
+    second = run_taskflow(service.home, service.env, "up", "--port", str(free_port()))
+    line = one_clear_line(second)
+    assert time.monotonic() - started < 10
+    assert "home_in_use" in line
+    assert service.process is not None and f"pid {service.process.pid}" in line
+    job = service.wait_terminal([job_id])[job_id]
+    assert (job["status"], job["attempts"], job["error"]) == ("completed", 1, None)
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path, pg_url: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_taskflow(tmp_path, {"TASKFLOW_DATABASE_URL": pg_url}, "up", "--port", str(port))
+    line = one_clear_line(done)
+    assert "already in use" in line and str(port) in line
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"TASKFLOW_DATABASE_URL": "postgresql://postgres@127.0.0.1:1/nowhere"}, "PostgreSQL"),
+        ({"TASKFLOW_CONCURRENCY": "many"}, "TASKFLOW_CONCURRENCY"),
+        ({"TASKFLOW_NO_SUCH_SETTING": "1"}, "TASKFLOW_NO_SUCH_SETTING"),
+    ],
+)
+def test_a_bad_setting_or_an_unreachable_database_is_one_line_and_exit_2(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    started = time.monotonic()
+    line = one_clear_line(run_taskflow(tmp_path, env, "up", "--port", str(free_port())))
+    assert expected in line
+    assert time.monotonic() - started < 15  # no retry loop for a configuration error
+
+
+def test_while_draining_the_port_stays_open_submissions_get_503_and_health_draining(
+    service: Service,
+) -> None:
+    service.start()
+    status, body = service.submit("sleep", [{"seconds": 3, "steps": 3}], max_attempts=1)
+    assert status == 202, body
+    (job_id,) = body["taskIds"]
+    deadline = time.monotonic() + 10
+    while service.job(job_id)["status"] != "in_progress" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    service.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    status, body = service.submit("echo", [{}])
+    assert (status, body["error"]["code"]) == (503, "shutting_down"), body
+    status, body = http("GET", f"{service.url}/api/v1/health")
+    assert (status, body["error"]["code"]) == (503, "draining"), body
+    assert service.job(job_id)["status"] == "in_progress"  # reads go on
+    assert service.wait() == 0
+    with pytest.raises(urllib.error.URLError, match="Connection refused"):
+        http("GET", f"{service.url}/api/v1/health", timeout=2)  # closed once drained
+    service.start()
+    job = service.job(job_id)
+    assert (job["status"], job["attempts"]) == ("completed", 1)
+
+
+def test_invoke_up_stopped_with_sigterm_stops_taskflow_and_its_embedded_postgres(
+    tmp_path: Path,
+) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    tmp_path.chmod(0o755)
+    home.chmod(0o755)
+    port = free_port()
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "TASKFLOW_HOME": str(home), "TASKFLOW_DATABASE_URL": ""}
+    log = (tmp_path / "invoke.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "up", "--port", str(port)],
+        cwd=root,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, (tmp_path / "invoke.log").read_text()
+            try:
+                if http("GET", f"http://127.0.0.1:{port}/api/v1/health", timeout=2)[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.3)
+        pgdata = str(home / "pgdata")
+        assert postgres_running(pgdata)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, (tmp_path / "invoke.log").read_text()
+        deadline = time.monotonic() + 20
+        while postgres_running(pgdata) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not postgres_running(pgdata)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        log.close()
+
+
+def postgres_running(pgdata: str) -> bool:
+    import psutil
+
+    for p in psutil.process_iter(["cmdline"]):
+        cmdline = p.info["cmdline"] or []
+        if any("postgres" in part for part in cmdline[:1]) and pgdata in " ".join(cmdline):
+            return True
+    return False

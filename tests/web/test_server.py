@@ -14,6 +14,7 @@ import pytest
 from anyio.abc import TaskStatus
 
 from taskflow.config import Settings
+from taskflow.errors import ConfigError
 from taskflow.main import Runtime
 from web.app import create_app
 from web.server import WebServer
@@ -173,7 +174,7 @@ async def test_a_port_in_use_fails_run_and_stop_does_not_wait(
             await tg.start(first.run)
             assert first.bound_port is not None
             second = WebServer(app=first.app, host="127.0.0.1", port=first.bound_port)
-            with pytest.raises(OSError, match="in use"):
+            with pytest.raises(ConfigError, match="already in use; stop the process"):
                 await second.run()
             with anyio.fail_after(1):
                 await second.stop()
