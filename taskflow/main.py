@@ -21,7 +21,7 @@ import msgspec
 from actors.metrics import MetricsSnapshot
 from actors.outbox import publish_jobs
 from actors.tree import API, WORKER, Resources, Tree, TreeConfig, open_tree
-from taskflow.clock import AnyioClock, WallClock
+from taskflow.clock import AnyioClock, Clock, WallClock
 from taskflow.config import Settings
 from taskflow.demo import demo_registry
 from taskflow.errors import ConfigError, ValidationError
@@ -31,7 +31,14 @@ from taskflow.jobs import ACTIVE, TERMINAL, Job, JobStatus
 from taskflow.log import get_logger
 from taskflow.memory import MemoryEventBus, MemoryJobStore, MemoryLogStore, MemoryTransport
 from taskflow.messages import TERMINAL_EVENTS, CancelRequested, JobCancelled, NewJob, SubmitJobs
-from taskflow.ports import DeadMessage, EventBus, Inserted, JobQuery, Transport
+from taskflow.ports import (
+    DeadMessage,
+    EventBus,
+    Inserted,
+    JobQuery,
+    JobStoreAndQueries,
+    Transport,
+)
 from taskflow.registry import TaskRegistry
 from taskflow.storable import find_unstorable
 from taskflow.supervisor import ChildSpec, RestartPolicy
@@ -225,6 +232,19 @@ async def open_runtime(
         yield Runtime(tree, resources)
 
 
+def local_resources(store: JobStoreAndQueries, *, clock: Clock | None = None) -> Resources:
+    """``store`` with the in-memory transport, event bus and log store: one process's tree
+    (embedded, tests, ``taskflow up`` without RabbitMQ apart from the log files)."""
+    return Resources(
+        store=store,
+        queries=store,
+        transport=MemoryTransport(),
+        events=MemoryEventBus(),
+        logs=MemoryLogStore(),
+        clock=clock or WallClock(),
+    )
+
+
 @asynccontextmanager
 async def embedded(
     registry: TaskRegistry,
@@ -243,14 +263,7 @@ async def embedded(
     ``shutdown_grace`` seconds, then the rest is cancelled.
     """
     store = MemoryJobStore()
-    resources = Resources(
-        store=store,
-        queries=store,
-        transport=MemoryTransport(),
-        events=MemoryEventBus(),
-        logs=MemoryLogStore(),
-        clock=AnyioClock(),
-    )
+    resources = local_resources(store, clock=AnyioClock())
     config = TreeConfig(
         concurrency=concurrency,
         queues=tuple(queues),

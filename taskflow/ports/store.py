@@ -205,3 +205,7 @@ class JobQueries(Protocol):
     async def next_run_at(self) -> float | None:
         """The earliest ``run_at`` among scheduled jobs."""
         ...
+
+
+class JobStoreAndQueries(JobStore, JobQueries, Protocol):
+    """One adapter that provides both ports (every store does)."""

@@ -123,27 +123,7 @@ WHERE id = ANY(%(ids)s::uuid[]) AND status = ANY(%(sources)s)
 RETURNING *
 
 -- name: recover_expired
-WITH expired AS (
-    SELECT id FROM taskflow_jobs
-    WHERE status = 'in_progress' AND lease_expires_at < %(now)s
-    ORDER BY lease_expires_at
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
-)
-UPDATE taskflow_jobs AS j
-SET status = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'pending' END,
-    error = CASE WHEN j.attempts >= j.max_attempts
-                 THEN %(error)s::jsonb || '{"reason": "max_attempts_exceeded"}'::jsonb
-                 ELSE %(error)s::jsonb END,
-    published = false,
-    finished_at = CASE WHEN j.attempts >= j.max_attempts THEN %(now)s ELSE NULL END,
-    lease_owner = NULL, lease_expires_at = NULL, updated_at = %(now)s
-FROM expired
-WHERE j.id = expired.id
-RETURNING j.*
-
--- name: recover_owned
--- recover_expired, plus the jobs held by owners known to be gone (start-up recovery).
+-- Leases that expired, and (at start-up) those held by owners known to be gone.
 WITH expired AS (
     SELECT id FROM taskflow_jobs
     WHERE status = 'in_progress'

@@ -318,7 +318,7 @@ class PostgresJobStore:
         self, *, now: float, limit: int, owners: Sequence[str] = ()
     ) -> Recovered:
         rows = await self._rows(
-            "recover_owned" if owners else "recover_expired",
+            "recover_expired",
             {
                 "now": _ts(now),
                 "limit": limit,

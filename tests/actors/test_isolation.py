@@ -17,13 +17,13 @@ import pytest
 import actors.executor
 from actors.ingest import Ingest, Submission
 from actors.persist import settle_isolated
-from actors.tree import Resources, TreeConfig
+from actors.tree import TreeConfig
 from taskflow import JobContext, TaskRegistry
 from taskflow.clock import AnyioClock, WallClock
 from taskflow.errors import NotStorable, ValidationError
 from taskflow.jobs import Job, JobStatus
-from taskflow.main import Runtime, open_runtime
-from taskflow.memory import MemoryEventBus, MemoryJobStore, MemoryLogStore, MemoryTransport
+from taskflow.main import Runtime, local_resources, open_runtime
+from taskflow.memory import MemoryEventBus, MemoryJobStore, MemoryTransport
 from taskflow.messages import NewJob, SubmitJobs
 from taskflow.ports import Complete, JobStore
 from taskflow.postgres import open_store
@@ -59,26 +59,12 @@ async def runtime(request: pytest.FixtureRequest) -> AsyncIterator[Runtime]:
     config = TreeConfig(concurrency=8, shutdown_grace=1.0, promote_interval=0.05)
     if request.param == "memory":
         store = MemoryJobStore()
-        res = Resources(
-            store=store,
-            queries=store,
-            transport=MemoryTransport(),
-            events=MemoryEventBus(),
-            logs=MemoryLogStore(),
-            clock=AnyioClock(),
-        )
+        res = local_resources(store, clock=AnyioClock())
         async with open_runtime(make_registry(), res, config) as rt:
             yield rt
         return
     async with open_store(request.getfixturevalue("pg_url")) as pg:
-        res = Resources(
-            store=pg,
-            queries=pg,
-            transport=MemoryTransport(),
-            events=MemoryEventBus(),
-            logs=MemoryLogStore(),
-            clock=WallClock(),
-        )
+        res = local_resources(pg)
         async with open_runtime(make_registry(), res, config) as rt:
             yield rt
 

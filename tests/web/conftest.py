@@ -14,12 +14,10 @@ import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
-from actors.tree import Resources, TreeConfig
+from actors.tree import TreeConfig
 from taskflow import JobContext, RetryPolicy, TaskRegistry
-from taskflow.clock import WallClock
 from taskflow.config import Settings
-from taskflow.main import Runtime, open_runtime
-from taskflow.memory import MemoryEventBus, MemoryLogStore, MemoryTransport
+from taskflow.main import Runtime, local_resources, open_runtime
 from taskflow.postgres import open_store
 from taskflow.testing import embedded
 from web.app import create_app
@@ -74,14 +72,7 @@ async def runtime(request: pytest.FixtureRequest, settings: Settings) -> AsyncIt
             yield tf
         return
     async with open_store(request.getfixturevalue("pg_url")) as store:
-        resources = Resources(
-            store=store,
-            queries=store,
-            transport=MemoryTransport(),
-            events=MemoryEventBus(),
-            logs=MemoryLogStore(),
-            clock=WallClock(),
-        )
+        resources = local_resources(store)
         config = TreeConfig(
             concurrency=4, queues=settings.queues, shutdown_grace=0.5, promote_interval=0.05
         )
