@@ -30,24 +30,11 @@ from actors.metrics import MetricsCollector
 from actors.persist import Retrying
 from actors.reaper import Reaper
 from actors.retrier import Retrier
-from taskflow.clock import Clock
 from taskflow.messages import DeadLetterJob, JobFailed, RunJob
-from taskflow.ports import Delivery, EventBus, JobQueries, JobStore, LogStore, Transport
+from taskflow.ports import Delivery
 from taskflow.registry import TaskRegistry
+from taskflow.resources import Resources
 from taskflow.supervisor import ChildSpec, RestartPolicy, Supervisor
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Resources:
-    """The adapters behind the ports, opened before the tree and closed after it."""
-
-    store: JobStore
-    queries: JobQueries
-    transport: Transport
-    events: EventBus
-    logs: LogStore
-    clock: Clock
-
 
 API, WORKER = "api", "worker"
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 import logging
 import os
 import sys
@@ -145,10 +144,11 @@ def migrate_command(settings: Settings, *, rollback: int | None, show: bool) -> 
 
 
 def dashboard_command(api_url: str, host: str, port: int, allow_origins: Sequence[str]) -> int:
-    # Lazy, and through importlib: panel is heavy and stays out of every other command's
-    # import path, and taskflow/ imports web/ only from taskflow/main.py (tests/unit/test_imports.py).
-    dashboard = importlib.import_module("web.dashboard")
-    dashboard.serve_dashboard(api_url, host, port, allow_origins=allow_origins)
+    # Lazy: panel is heavy and stays out of every other command's import path. The CLI is
+    # one of the two roots that may import web/ (tests/unit/test_imports.py).
+    from web.dashboard import serve_dashboard
+
+    serve_dashboard(api_url, host, port, allow_origins=allow_origins)
     return 0
 
 

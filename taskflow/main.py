@@ -1,235 +1,54 @@
-"""The composition root: builds adapters and the actor tree, and the handle users call.
+"""The composition root: opens the adapters, builds the actor tree, runs the service.
 
-This is the one module in ``taskflow/`` that imports ``actors/``.
+With the CLI (``taskflow/__main__.py``), the only modules of ``taskflow/`` that import
+``actors/`` or ``web/`` (tests/unit/test_imports.py names them).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib
 import os
 import signal
 import socket
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, ExitStack, asynccontextmanager
-from typing import Any
+from contextlib import ExitStack, asynccontextmanager
 
 import anyio
-import msgspec
 
-from actors.metrics import MetricsSnapshot
 from actors.outbox import publish_jobs
-from actors.tree import API, WORKER, Resources, Tree, TreeConfig, open_tree
+from actors.runtime import EmbeddedTaskFlow, Runtime, open_runtime
+from actors.tree import API, WORKER, Tree, TreeConfig, open_tree
+from taskflow import adapters
 from taskflow.clock import AnyioClock, Clock, WallClock
 from taskflow.config import Settings
 from taskflow.demo import demo_registry
-from taskflow.errors import ConfigError, ValidationError
-from taskflow.files import FileLogStore
+from taskflow.errors import ConfigError
 from taskflow.home import home_lock
-from taskflow.jobs import ACTIVE, TERMINAL, Job, JobStatus
+from taskflow.jobs import JobStatus
 from taskflow.log import get_logger
 from taskflow.memory import MemoryEventBus, MemoryJobStore, MemoryLogStore, MemoryTransport
-from taskflow.messages import TERMINAL_EVENTS, CancelRequested, JobCancelled, NewJob, SubmitJobs
 from taskflow.ports import (
-    DeadMessage,
-    EventBus,
-    Inserted,
     JobQuery,
     JobStoreAndQueries,
-    Transport,
 )
 from taskflow.registry import TaskRegistry
-from taskflow.storable import find_unstorable
+from taskflow.resources import Resources
 from taskflow.supervisor import ChildSpec, RestartPolicy
 
 log = get_logger("taskflow.main")
 
-
-def request_hash(jobs: Sequence[NewJob]) -> str:
-    """A stable fingerprint of a submission, to tell a retried request from a different one.
-    Raises ``ValidationError`` naming the field that cannot be encoded."""
-    try:
-        return hashlib.sha256(msgspec.json.encode(list(jobs), order="sorted")).hexdigest()
-    except (TypeError, ValueError, msgspec.EncodeError) as exc:
-        for i, job in enumerate(jobs):
-            refused = find_unstorable(job.payload, f"jobs[{i}].payload")
-            if refused is not None:
-                raise ValidationError(
-                    f"{refused.where} {refused.why}", fields={refused.where: refused.why}
-                ) from exc
-        raise ValidationError(f"the submission cannot be encoded: {exc}") from exc
-
-
-class Runtime:
-    """What callers use: submit, wait, cancel, replay, inspect. Shared by the embedding API
-    and the web layer; all state lives in the store, the actors do the work."""
-
-    def __init__(self, tree: Tree, resources: Resources) -> None:
-        self.tree = tree
-        self.resources = resources
-
-    async def submit(
-        self,
-        task: str,
-        payload: dict[str, Any] | None = None,
-        *,
-        priority: int | None = None,
-        delay: float = 0.0,
-        idempotency_key: str | None = None,
-        queue: str | None = None,
-        max_attempts: int | None = None,
-        timeout: float | None = None,
-    ) -> str:
-        """Submit one job; returns its id once it is stored (and published if due)."""
-        new = NewJob(
-            task=task,
-            payload=payload or {},
-            queue=queue,
-            priority=priority,
-            delay=delay,
-            max_attempts=max_attempts,
-            timeout=timeout,
-        )
-        ids = await self.submit_many([new], idempotency_key=idempotency_key)
-        return ids[0]
-
-    async def submit_many(
-        self, jobs: Sequence[NewJob], *, idempotency_key: str | None = None
-    ) -> list[str]:
-        inserted = await self.submit_batch(jobs, idempotency_key=idempotency_key)
-        return list(inserted.job_ids)
-
-    async def submit_batch(
-        self, jobs: Sequence[NewJob], *, idempotency_key: str | None = None
-    ) -> Inserted:
-        """Submit a batch; ``Inserted.replayed`` says the key matched an earlier identical
-        request (answered with its jobs, nothing new stored)."""
-        command = SubmitJobs(
-            jobs=tuple(jobs),
-            idempotency_key=idempotency_key,
-            request_hash=request_hash(jobs) if idempotency_key else None,
-        )
-        return await self.tree.ingest.submit(command)
-
-    async def get(self, job_id: str) -> Job:
-        """Raises ``JobNotFound``."""
-        return await self.resources.queries.get(job_id)
-
-    async def list_jobs(self, query: JobQuery) -> list[Job]:
-        return await self.resources.queries.list(query)
-
-    async def wait(self, job_id: str, timeout: float | None = None) -> Job:
-        """The job once it is terminal. Raises ``TimeoutError`` after ``timeout`` seconds."""
-        with anyio.fail_after(timeout):
-            kinds = [*TERMINAL_EVENTS]
-            async with self.resources.events.subscribe(buffer=64, kinds=kinds) as events:
-                while True:
-                    job = await self.get(job_id)
-                    if job.status in TERMINAL:
-                        return job
-                    # Wake on any event about this job; poll now and then in case one was missed.
-                    with anyio.move_on_after(0.5):
-                        async for event in events:
-                            if getattr(event, "job_id", None) == job_id:
-                                break
-
-    async def wait_idle(self, timeout: float | None = None, poll: float = 0.01) -> None:
-        """Return when no job is pending, scheduled or in progress, every outcome is stored,
-        and the metrics snapshot has counted every event (seen idle on two polls in a row)."""
-        with anyio.fail_after(timeout):
-            calm = 0
-            while calm < 2:
-                await anyio.sleep(poll)
-                calm = calm + 1 if await self._idle() else 0
-
-    async def _idle(self) -> bool:
-        counts = await self.resources.queries.counts()
-        if any(counts.get(status, 0) for status in ACTIVE):
-            return False
-        return self.tree.pool.idle() and self.tree.metrics.backlog() == 0
-
-    async def cancel(self, job_id: str) -> Job:
-        """Cancel a pending or scheduled job at once; ask a running one to stop (its
-        ``finally`` blocks run, then it is recorded ``cancelled``). Raises ``JobNotFound`` or
-        ``InvalidTransition`` for a terminal job."""
-        res = self.resources
-        job = await res.store.cancel(job_id, now=res.clock.now())
-        if job.status is JobStatus.IN_PROGRESS:
-            await res.events.publish([CancelRequested(job_id=job_id)])
-        else:
-            await res.events.publish(
-                [
-                    JobCancelled(
-                        job_id=job.id, task=job.task, attempt=job.attempts, at=res.clock.now()
-                    )
-                ]
-            )
-        return job
-
-    async def replay(self, job_id: str) -> Job | None:
-        """Replay one dead letter; ``None`` if the job is not a dead letter."""
-        jobs = await self.tree.dlq.replay([job_id])
-        return jobs[0] if jobs else None
-
-    async def replay_all(self, *, task: str | None = None) -> int:
-        return await self.tree.dlq.replay_all(task=task)
-
-    async def dead_messages(self, *, limit: int = 50, offset: int = 0) -> list[DeadMessage]:
-        """Transport messages dead-lettered because they named no job to run, with reasons."""
-        return await self.resources.queries.dead_messages(limit=limit, offset=offset)
-
-    async def dead_letter_list(self, *, limit: int = 50, offset: int = 0) -> list[Job]:
-        return await self.tree.dlq.dead_letters(limit=limit, offset=offset)
-
-    async def health(self, timeout: float = 2.0) -> dict[str, str]:
-        """Probe every dependency: ``{"store": "ok" | reason, "transport": "ok" | reason}``."""
-        res = self.resources
-        probes = {"store": res.queries.check, "transport": res.transport.check}
-        report: dict[str, str] = {}
-        for name, probe in probes.items():
-            try:
-                with anyio.fail_after(timeout):
-                    await probe()
-            except Exception as exc:
-                report[name] = f"{type(exc).__name__}: {exc}"[:300]
-            else:
-                report[name] = "ok"
-        return report
-
-    @property
-    def draining(self) -> bool:
-        """Shutting down: submissions are refused while running jobs finish."""
-        return self.tree.ingest.stopping
-
-    def retrying(self) -> dict[str, str]:
-        """Calls stuck retrying an unavailable dependency now: ``{call: last error}``."""
-        return {c.call: f"{c.error} ({c.retries} tries)" for c in self.tree.retrying.stuck()}
-
-    def metrics(self) -> MetricsSnapshot:
-        """The metrics actor's latest snapshot."""
-        return self.tree.metrics.snapshot()
-
-
-class EmbeddedTaskFlow(Runtime):
-    """The runtime on in-memory twins, with synchronous inspection helpers."""
-
-    def __init__(self, tree: Tree, resources: Resources, store: MemoryJobStore) -> None:
-        super().__init__(tree, resources)
-        self.store = store
-
-    def dead_letters(self) -> list[Job]:
-        """Every dead-lettered job (status ``failed``, ``in_dlq`` true), oldest first."""
-        return self.store.dead_letters()
-
-
-@asynccontextmanager
-async def open_runtime(
-    registry: TaskRegistry, resources: Resources, config: TreeConfig
-) -> AsyncIterator[Runtime]:
-    """The tree on any adapters, with the handle callers use; stops gracefully on exit."""
-    async with open_tree(registry, resources, config) as tree:
-        yield Runtime(tree, resources)
+__all__ = [
+    "EmbeddedTaskFlow",
+    "Runtime",
+    "embedded",
+    "load_registry",
+    "local_resources",
+    "open_resources",
+    "open_runtime",
+    "recover_on_start",
+    "serve",
+]
 
 
 def local_resources(store: JobStoreAndQueries, *, clock: Clock | None = None) -> Resources:
@@ -304,47 +123,28 @@ def load_registry(modules: Sequence[str]) -> TaskRegistry:
 
 @asynccontextmanager
 async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
-    """The adapters for one process: PostgreSQL (embedded unless ``TASKFLOW_DATABASE_URL``),
-    migrated under yoyo's lock; RabbitMQ for the transport and the event bus when
+    """The adapters for one process, each chosen from its URL's scheme
+    (``taskflow.adapters``): PostgreSQL (embedded unless ``TASKFLOW_DATABASE_URL``), migrated
+    under yoyo's lock; RabbitMQ for the transport and the event bus when
     ``TASKFLOW_AMQP_URL`` is set, else the in-memory ones; local log files."""
-    from taskflow.postgres import migrate, open_embedded_server, open_store, probe
-
-    async with AsyncExitStack() as stack:
-        url: str = (
-            str(settings.database_url)
-            if settings.database_url
-            else await stack.enter_async_context(open_embedded_server(settings.home))
-        )
-        await probe(url)  # an unreachable server is one clear error, before the migrations
-        applied = await anyio.to_thread.run_sync(migrate, str(url))
-        if applied:
-            log.info("migrations_applied", migrations=applied)
-        store = await stack.enter_async_context(open_store(str(url)))
-        transport: Transport
-        events: EventBus
-        if settings.amqp_url:
-            from taskflow.rabbitmq import open_rabbitmq_event_bus, open_rabbitmq_transport
-
-            amqp = str(settings.amqp_url)
-            transport = await stack.enter_async_context(
-                open_rabbitmq_transport(
-                    amqp,
-                    queues=settings.queues,
-                    prefix=settings.amqp_prefix,
-                    quorum=settings.amqp_quorum,
-                )
-            )
-            events = await stack.enter_async_context(
-                open_rabbitmq_event_bus(amqp, prefix=settings.amqp_prefix)
-            )
-        else:
-            transport, events = MemoryTransport(), MemoryEventBus()
+    open_store = adapters.opener(
+        adapters.STORES, adapters.store_url(settings), "TASKFLOW_DATABASE_URL"
+    )
+    open_transport = adapters.opener(
+        adapters.TRANSPORTS, adapters.transport_url(settings), "TASKFLOW_AMQP_URL"
+    )
+    open_logs = adapters.opener(adapters.LOG_STORES, adapters.log_url(settings), "job logs")
+    async with (
+        open_store(adapters.store_url(settings), settings) as store,
+        open_transport(adapters.transport_url(settings), settings) as (transport, events),
+        open_logs(adapters.log_url(settings), settings) as logs,
+    ):
         yield Resources(
             store=store,
             queries=store,
             transport=transport,
             events=events,
-            logs=FileLogStore(settings.home / "logs"),
+            logs=logs,
             clock=WallClock(),
         )
 

@@ -15,7 +15,7 @@ from quart_schema import document_headers, document_querystring, document_reques
 from quart_schema import document_response as documented
 
 import taskflow
-from taskflow.main import Runtime
+from actors.runtime import Runtime
 from taskflow.messages import NewJob
 from web.middleware import log
 from web.parsing import (

@@ -11,8 +11,8 @@ from quart import Quart
 from quart_schema import Info, QuartSchema
 
 import taskflow
+from actors.runtime import Runtime
 from taskflow.config import Settings
-from taskflow.main import Runtime
 from web.api import API_NAME, api
 from web.errors import register_error_handlers
 from web.middleware import with_request_context

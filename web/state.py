@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 from quart import Quart, current_app
 
+from actors.runtime import Runtime
 from taskflow.config import Settings
-from taskflow.main import Runtime
 
 EXTENSION_KEY = "taskflow"
 

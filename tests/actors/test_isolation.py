@@ -17,12 +17,13 @@ import pytest
 import actors.executor
 from actors.ingest import Ingest, Submission
 from actors.persist import settle_isolated
+from actors.runtime import Runtime, open_runtime
 from actors.tree import TreeConfig
 from taskflow import JobContext, TaskRegistry
 from taskflow.clock import AnyioClock, WallClock
 from taskflow.errors import NotStorable, ValidationError
 from taskflow.jobs import Job, JobStatus
-from taskflow.main import Runtime, local_resources, open_runtime
+from taskflow.main import local_resources
 from taskflow.memory import MemoryEventBus, MemoryJobStore, MemoryTransport
 from taskflow.messages import NewJob, SubmitJobs
 from taskflow.ports import Complete, JobStore

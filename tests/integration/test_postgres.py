@@ -14,15 +14,16 @@ import anyio
 import psycopg
 import pytest
 
-from actors.tree import Resources, TreeConfig
+from actors.runtime import open_runtime
+from actors.tree import TreeConfig
 from taskflow import JobContext, JobStatus, RetryPolicy, TaskRegistry
 from taskflow.clock import WallClock
 from taskflow.errors import StoreError
 from taskflow.jobs import Job
-from taskflow.main import open_runtime
 from taskflow.memory import MemoryEventBus, MemoryLogStore, MemoryTransport
 from taskflow.postgres import PostgresJobStore
 from taskflow.postgres.migrate import applied, migrate, rollback
+from taskflow.resources import Resources
 from tests.pg import admin, with_database
 
 pytestmark = pytest.mark.anyio

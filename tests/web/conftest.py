@@ -14,10 +14,11 @@ import pytest
 from quart import Quart
 from quart.typing import TestClientProtocol as Client
 
+from actors.runtime import Runtime, open_runtime
 from actors.tree import TreeConfig
 from taskflow import JobContext, RetryPolicy, TaskRegistry
 from taskflow.config import Settings
-from taskflow.main import Runtime, local_resources, open_runtime
+from taskflow.main import local_resources
 from taskflow.postgres import open_store
 from taskflow.testing import embedded
 from web.app import create_app

@@ -18,8 +18,8 @@ from typing import Any
 import anyio
 import pytest
 
+from actors.runtime import Runtime
 from taskflow.config import Settings
-from taskflow.main import Runtime
 from web.app import create_app
 from web.dashboard import Dashboard, make_dashboard
 from web.server import WebServer

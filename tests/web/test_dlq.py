@@ -8,8 +8,8 @@ from typing import Any
 import anyio
 import pytest
 
+from actors.runtime import Runtime
 from taskflow.codec import encode
-from taskflow.main import Runtime
 from taskflow.memory import MemoryTransport
 from taskflow.messages import JobMessage
 from tests.web.helpers import Client, assert_error, submit, terminal, wait_all, wait_for

@@ -9,7 +9,7 @@ from typing import Any
 import anyio
 import pytest
 
-from taskflow.main import Runtime
+from actors.runtime import Runtime
 from tests.web.helpers import Client, assert_error, get_job, submit
 
 pytestmark = pytest.mark.anyio

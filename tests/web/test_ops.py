@@ -12,6 +12,7 @@ import pytest
 from quart import Quart
 from structlog.testing import capture_logs
 
+from actors.runtime import Runtime
 from taskflow.errors import (
     ConfigError,
     IdempotencyConflict,
@@ -24,7 +25,6 @@ from taskflow.errors import (
     UnknownTask,
     ValidationError,
 )
-from taskflow.main import Runtime
 from taskflow.memory import MemoryTransport
 from tests.web.helpers import Client, assert_error, submit, terminal, wait_all
 from web.middleware import with_request_context

@@ -13,9 +13,9 @@ import anyio.lowlevel
 import pytest
 from anyio.abc import TaskStatus
 
+from actors.runtime import Runtime
 from taskflow.config import Settings
 from taskflow.errors import ConfigError
-from taskflow.main import Runtime
 from web.app import create_app
 from web.server import WebServer
 

@@ -9,8 +9,8 @@ from typing import Any
 import anyio
 import pytest
 
+from actors.runtime import Runtime
 from taskflow.config import Settings
-from taskflow.main import Runtime
 from taskflow.ports import JobQuery
 from tests.web.helpers import Client, assert_error, bad_fields, get_job, submit, terminal, wait_all
 

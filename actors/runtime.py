@@ -1,0 +1,213 @@
+"""The handle callers use: submit, wait, cancel, replay, inspect.
+
+``Runtime`` is what the embedding API (``taskflow.testing.embedded``), the web layer and the
+service share: all state lives in the store, the actors do the work. ``open_runtime`` runs
+the tree on any adapters and yields the handle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import msgspec
+
+from actors.metrics import MetricsSnapshot
+from actors.tree import Tree, TreeConfig, open_tree
+from taskflow.errors import ValidationError
+from taskflow.jobs import ACTIVE, TERMINAL, Job, JobStatus
+from taskflow.memory import MemoryJobStore
+from taskflow.messages import TERMINAL_EVENTS, CancelRequested, JobCancelled, NewJob, SubmitJobs
+from taskflow.ports import DeadMessage, Inserted, JobQuery
+from taskflow.registry import TaskRegistry
+from taskflow.resources import Resources
+from taskflow.storable import find_unstorable
+
+
+def request_hash(jobs: Sequence[NewJob]) -> str:
+    """A stable fingerprint of a submission, to tell a retried request from a different one.
+    Raises ``ValidationError`` naming the field that cannot be encoded."""
+    try:
+        return hashlib.sha256(msgspec.json.encode(list(jobs), order="sorted")).hexdigest()
+    except (TypeError, ValueError, msgspec.EncodeError) as exc:
+        for i, job in enumerate(jobs):
+            refused = find_unstorable(job.payload, f"jobs[{i}].payload")
+            if refused is not None:
+                raise ValidationError(
+                    f"{refused.where} {refused.why}", fields={refused.where: refused.why}
+                ) from exc
+        raise ValidationError(f"the submission cannot be encoded: {exc}") from exc
+
+
+class Runtime:
+    """What callers use: submit, wait, cancel, replay, inspect. Shared by the embedding API
+    and the web layer; all state lives in the store, the actors do the work."""
+
+    def __init__(self, tree: Tree, resources: Resources) -> None:
+        self.tree = tree
+        self.resources = resources
+
+    async def submit(
+        self,
+        task: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        priority: int | None = None,
+        delay: float = 0.0,
+        idempotency_key: str | None = None,
+        queue: str | None = None,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+    ) -> str:
+        """Submit one job; returns its id once it is stored (and published if due)."""
+        new = NewJob(
+            task=task,
+            payload=payload or {},
+            queue=queue,
+            priority=priority,
+            delay=delay,
+            max_attempts=max_attempts,
+            timeout=timeout,
+        )
+        ids = await self.submit_many([new], idempotency_key=idempotency_key)
+        return ids[0]
+
+    async def submit_many(
+        self, jobs: Sequence[NewJob], *, idempotency_key: str | None = None
+    ) -> list[str]:
+        inserted = await self.submit_batch(jobs, idempotency_key=idempotency_key)
+        return list(inserted.job_ids)
+
+    async def submit_batch(
+        self, jobs: Sequence[NewJob], *, idempotency_key: str | None = None
+    ) -> Inserted:
+        """Submit a batch; ``Inserted.replayed`` says the key matched an earlier identical
+        request (answered with its jobs, nothing new stored)."""
+        command = SubmitJobs(
+            jobs=tuple(jobs),
+            idempotency_key=idempotency_key,
+            request_hash=request_hash(jobs) if idempotency_key else None,
+        )
+        return await self.tree.ingest.submit(command)
+
+    async def get(self, job_id: str) -> Job:
+        """Raises ``JobNotFound``."""
+        return await self.resources.queries.get(job_id)
+
+    async def list_jobs(self, query: JobQuery) -> list[Job]:
+        return await self.resources.queries.list(query)
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """The job once it is terminal. Raises ``TimeoutError`` after ``timeout`` seconds."""
+        with anyio.fail_after(timeout):
+            kinds = [*TERMINAL_EVENTS]
+            async with self.resources.events.subscribe(buffer=64, kinds=kinds) as events:
+                while True:
+                    job = await self.get(job_id)
+                    if job.status in TERMINAL:
+                        return job
+                    # Wake on any event about this job; poll now and then in case one was missed.
+                    with anyio.move_on_after(0.5):
+                        async for event in events:
+                            if getattr(event, "job_id", None) == job_id:
+                                break
+
+    async def wait_idle(self, timeout: float | None = None, poll: float = 0.01) -> None:
+        """Return when no job is pending, scheduled or in progress, every outcome is stored,
+        and the metrics snapshot has counted every event (seen idle on two polls in a row)."""
+        with anyio.fail_after(timeout):
+            calm = 0
+            while calm < 2:
+                await anyio.sleep(poll)
+                calm = calm + 1 if await self._idle() else 0
+
+    async def _idle(self) -> bool:
+        counts = await self.resources.queries.counts()
+        if any(counts.get(status, 0) for status in ACTIVE):
+            return False
+        return self.tree.pool.idle() and self.tree.metrics.backlog() == 0
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a pending or scheduled job at once; ask a running one to stop (its
+        ``finally`` blocks run, then it is recorded ``cancelled``). Raises ``JobNotFound`` or
+        ``InvalidTransition`` for a terminal job."""
+        res = self.resources
+        job = await res.store.cancel(job_id, now=res.clock.now())
+        if job.status is JobStatus.IN_PROGRESS:
+            await res.events.publish([CancelRequested(job_id=job_id)])
+        else:
+            await res.events.publish(
+                [
+                    JobCancelled(
+                        job_id=job.id, task=job.task, attempt=job.attempts, at=res.clock.now()
+                    )
+                ]
+            )
+        return job
+
+    async def replay(self, job_id: str) -> Job | None:
+        """Replay one dead letter; ``None`` if the job is not a dead letter."""
+        jobs = await self.tree.dlq.replay([job_id])
+        return jobs[0] if jobs else None
+
+    async def replay_all(self, *, task: str | None = None) -> int:
+        return await self.tree.dlq.replay_all(task=task)
+
+    async def dead_messages(self, *, limit: int = 50, offset: int = 0) -> list[DeadMessage]:
+        """Transport messages dead-lettered because they named no job to run, with reasons."""
+        return await self.resources.queries.dead_messages(limit=limit, offset=offset)
+
+    async def dead_letter_list(self, *, limit: int = 50, offset: int = 0) -> list[Job]:
+        return await self.tree.dlq.dead_letters(limit=limit, offset=offset)
+
+    async def health(self, timeout: float = 2.0) -> dict[str, str]:
+        """Probe every dependency: ``{"store": "ok" | reason, "transport": "ok" | reason}``."""
+        res = self.resources
+        probes = {"store": res.queries.check, "transport": res.transport.check}
+        report: dict[str, str] = {}
+        for name, probe in probes.items():
+            try:
+                with anyio.fail_after(timeout):
+                    await probe()
+            except Exception as exc:
+                report[name] = f"{type(exc).__name__}: {exc}"[:300]
+            else:
+                report[name] = "ok"
+        return report
+
+    @property
+    def draining(self) -> bool:
+        """Shutting down: submissions are refused while running jobs finish."""
+        return self.tree.ingest.stopping
+
+    def retrying(self) -> dict[str, str]:
+        """Calls stuck retrying an unavailable dependency now: ``{call: last error}``."""
+        return {c.call: f"{c.error} ({c.retries} tries)" for c in self.tree.retrying.stuck()}
+
+    def metrics(self) -> MetricsSnapshot:
+        """The metrics actor's latest snapshot."""
+        return self.tree.metrics.snapshot()
+
+
+class EmbeddedTaskFlow(Runtime):
+    """The runtime on in-memory twins, with synchronous inspection helpers."""
+
+    def __init__(self, tree: Tree, resources: Resources, store: MemoryJobStore) -> None:
+        super().__init__(tree, resources)
+        self.store = store
+
+    def dead_letters(self) -> list[Job]:
+        """Every dead-lettered job (status ``failed``, ``in_dlq`` true), oldest first."""
+        return self.store.dead_letters()
+
+
+@asynccontextmanager
+async def open_runtime(
+    registry: TaskRegistry, resources: Resources, config: TreeConfig
+) -> AsyncIterator[Runtime]:
+    """The tree on any adapters, with the handle callers use; stops gracefully on exit."""
+    async with open_tree(registry, resources, config) as tree:
+        yield Runtime(tree, resources)
