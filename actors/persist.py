@@ -17,6 +17,7 @@ from typing import TypeVar
 
 import anyio
 
+from taskflow.backoff import Backoff
 from taskflow.errors import NotStorable, StoreError, TransportError
 from taskflow.jobs import Job
 from taskflow.log import get_logger
@@ -53,7 +54,7 @@ async def persist(
     base: float = 0.1,
     cap: float = 5.0,
 ) -> T:
-    delay = base
+    backoff = Backoff(base=base, cap=cap)
     register = retrying if retrying is not None else Retrying()
     key = next(register._ids)
     retries = 0
@@ -62,11 +63,11 @@ async def persist(
             try:
                 return await call()
             except (StoreError, TransportError) as exc:
+                delay = backoff.delay(retries)
                 retries += 1
                 register._calls[key] = StuckCall(call=what, retries=retries, error=exc.message)
                 log.warning("dependency_unavailable", call=what, error=exc.message, retry_in=delay)
                 await anyio.sleep(delay)
-                delay = min(cap, delay * 2)
     finally:
         register._calls.pop(key, None)
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 
+from taskflow.backoff import ceiling
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryAfter:
@@ -50,11 +52,7 @@ class RetryPolicy:
 
     def backoff_ceiling(self, attempt: int) -> float:
         """The largest delay after failed attempt number ``attempt`` (1-based)."""
-        exponent = max(0, attempt - 1)
-        try:
-            return min(self.cap, self.base * self.factor**exponent)
-        except OverflowError:  # absurd attempt counts or factors: the cap won long before
-            return self.cap
+        return ceiling(attempt - 1, base=self.base, cap=self.cap, factor=self.factor)
 
     def delay(self, attempt: int, rng: random.Random) -> float:
         ceiling = self.backoff_ceiling(attempt)

@@ -20,6 +20,7 @@ import anyio
 from anyio import TASK_STATUS_IGNORED
 from anyio.abc import TaskGroup, TaskStatus
 
+from taskflow.backoff import ceiling
 from taskflow.errors import SupervisorEscalation
 from taskflow.log import get_logger
 
@@ -49,7 +50,8 @@ class Strategy(enum.Enum):
 class RestartPolicy:
     """More than `max_restarts` restarts within `window` seconds escalate.
 
-    The n-th restart within the window waits `min(backoff_cap, backoff_base * 2 ** (n - 1))`.
+    The n-th restart within the window waits ``taskflow.backoff.ceiling(n - 1)``:
+    `min(backoff_cap, backoff_base * 2 ** (n - 1))`.
     """
 
     max_restarts: int = 3
@@ -257,7 +259,7 @@ class Supervisor:
                 return escalation
             self._restart_times.append(now)
             n = len(self._restart_times)
-            delay = min(policy.backoff_cap, policy.backoff_base * 2 ** (n - 1))
+            delay = ceiling(n - 1, base=policy.backoff_base, cap=policy.backoff_cap)
             reason = "normal" if error is None else repr(error)
             if self._strategy is Strategy.ONE_FOR_ALL:
                 await self._cancel_children()

@@ -1,6 +1,6 @@
 """The app factory: ``create_app(runtime, settings)`` builds one Quart app; nothing is global.
 
-Quart runs on AnyIO's asyncio backend only (see stack notes §1). Serve the app with
+Quart runs on AnyIO's asyncio backend only (it needs a running asyncio loop). Serve the app with
 ``web.server.WebServer`` inside the supervisor tree, or test it with ``app.test_client()``.
 """
 

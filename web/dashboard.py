@@ -1,4 +1,4 @@
-"""A live Panel dashboard over the API's ``GET /api/v1/metrics`` (stack notes §7).
+"""A live Panel dashboard over the API's ``GET /api/v1/metrics``.
 
 It runs as its own process (``taskflow dashboard``), never inside the API: each browser
 session polls the metrics JSON every ``period_ms`` with an async periodic callback (tornado's
@@ -178,7 +178,7 @@ def serve_dashboard(
 
 
 async def _serve(api_url: str, host: str, port: int, allow_origins: tuple[str, ...]) -> None:
-    # pn.serve(start=False) binds the Bokeh server to the running asyncio loop (stack notes §7).
+    # pn.serve(start=False) binds the Bokeh server to the running asyncio loop.
     server: Any = pn.serve(
         {"dashboard": lambda: make_dashboard(api_url)},
         address=host,

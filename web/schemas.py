@@ -109,7 +109,6 @@ class JobOut(msgspec.Struct, rename="camel"):
     result: Any
     error: JobErrorOut | None
     in_dlq: bool
-    has_logs: bool
     cancel_requested: bool
     replay_count: int
     original_error: JobErrorOut | None
@@ -281,7 +280,6 @@ def job_out(job: Job) -> JobOut:
         result=job.result,
         error=job_error_out(job.error),
         in_dlq=job.in_dlq,
-        has_logs=False,
         cancel_requested=job.cancel_requested,
         replay_count=job.replay_count,
         original_error=job_error_out(job.original_error),

@@ -1,7 +1,6 @@
 """WebServer: hypercorn serving the app inside the supervisor tree (asyncio backend).
 
-The two hypercorn-on-asyncio traps of the stack notes (§2) are handled as ``run_http`` does:
-``serve`` runs in its own child task (it leaks a ``cancelling()`` count onto the task that
+Two hypercorn-on-asyncio traps are handled here: ``serve`` runs in its own child task (it leaks a ``cancelling()`` count onto the task that
 awaits it), shielded, and a cancellation of ``run`` becomes the graceful shutdown trigger
 (cancelling hypercorn mid-request gives a spurious ``InvalidStateError``, hypercorn#184).
 """

@@ -1,7 +1,6 @@
 """Ports: small Protocols the actors talk to. Adapters live in taskflow.memory (twins) and
 in the driver-specific packages."""
 
-from taskflow.ports.cache import Cache
 from taskflow.ports.events import EventBus
 from taskflow.ports.logs import LogStore
 from taskflow.ports.store import (
@@ -25,7 +24,6 @@ from taskflow.ports.transport import Deliveries, Delivery, Transport
 
 __all__ = [
     "Bury",
-    "Cache",
     "Change",
     "Complete",
     "DeadMessage",

@@ -4,13 +4,13 @@ Every method is one transaction and, for batches, one statement per change kind:
 batch travels as arrays (``unnest``), never one round trip per job. Driver errors stop here
 and leave as ``StoreError``. Queries run shielded from AnyIO cancellation under a client
 timeout, with a server-side ``statement_timeout`` below it, so a cancelled caller never leaves
-a half-read connection in the pool (see stack-notes: psycopg under AnyIO).
+a half-read connection in the pool (an AnyIO-cancelled psycopg query would close its
+connection and leave the server running it: docs/architecture.md, "Durable state").
 """
 
 from __future__ import annotations
 
 import json
-import random
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -23,6 +23,7 @@ import psycopg
 import psycopg.errors
 from psycopg_pool import AsyncConnectionPool
 
+from taskflow.backoff import Backoff
 from taskflow.errors import IdempotencyConflict, JobNotFound, NotStorable, StoreError, TaskflowError
 from taskflow.jobs import Job, JobError, JobStatus, Trigger, sources, transition
 from taskflow.memory.store import WORKER_LOST
@@ -46,6 +47,8 @@ Row = dict[str, Any]
 Conn = psycopg.AsyncConnection[Row]
 T = TypeVar("T")
 _RETRIES = 4
+_RETRY_WAIT = Backoff(base=0.02, cap=0.2, jitter=1.0)
+"""Between retries of a transaction rolled back by a deadlock or a serialization failure."""
 _RETRYABLE = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
 _REFUSED = (psycopg.DataError, psycopg.IntegrityError)
 """A value the server (or the driver, for a NUL in text) refuses: a data error, not an outage.
@@ -176,7 +179,7 @@ class PostgresJobStore:
             except StoreError as exc:
                 if attempt == _RETRIES or not isinstance(exc.__cause__, _RETRYABLE):
                     raise
-                await anyio.sleep(random.uniform(0, 0.02 * attempt))
+                await anyio.sleep(_RETRY_WAIT.delay(attempt - 1))
         raise AssertionError("unreachable")
 
     async def _rows(

@@ -1,8 +1,9 @@
 """The RabbitMQ adapters (aiormq; asyncio backend only): the Transport and the EventBus
 ports, over a reconnecting connection."""
 
+from taskflow.backoff import Backoff
 from taskflow.rabbitmq.connection import (
-    Backoff,
+    RECONNECT,
     ConnectionStats,
     RabbitMQConnection,
     Session,
@@ -22,6 +23,7 @@ from taskflow.rabbitmq.transport import (
 )
 
 __all__ = [
+    "RECONNECT",
     "Backoff",
     "ConnectionStats",
     "RabbitMQConnection",

@@ -16,7 +16,6 @@ Everything here runs under AnyIO's asyncio backend; every broker call sits under
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import anyio
 import sniffio
 from anyio.abc import TaskStatus
 
+from taskflow.backoff import Backoff
 from taskflow.config import mask
 from taskflow.errors import TransportError
 from taskflow.log import get_logger
@@ -53,20 +53,10 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Backoff:
-    """Capped exponential backoff with jitter: attempt n waits ``min(maximum, initial *
-    factor**n)``, less a random share of up to ``jitter`` of it (so many clients that lost
-    the same broker do not come back in lockstep)."""
-
-    initial: float = 0.1
-    maximum: float = 2.0  # a broker that is back is found within 2 s (scenario 2 of the faults)
-    factor: float = 2.0
-    jitter: float = 0.5
-
-    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        base = min(self.maximum, self.initial * self.factor ** min(attempt, 64))
-        return base * (1.0 - self.jitter * (rng or random).random())
+RECONNECT = Backoff(base=0.1, cap=2.0, jitter=0.5)
+"""Reconnect waits: 0.1 s doubling to 2 s (a broker that is back is found within 2 s, scenario
+2 of the fault suite), each less up to half at random, so clients that lost the same broker
+do not return in lockstep."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -198,7 +188,7 @@ class RabbitMQConnection:
         self.publisher_confirms = publisher_confirms
         self.timeout = timeout
         self.connect_timeout = connect_timeout
-        self.backoff = backoff or Backoff()
+        self.backoff = backoff or RECONNECT
         self._callbacks: list[OnConnect] = []
         self._session: Session | None = None
         self._generation = 0

@@ -32,12 +32,12 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from pamqp import commands as spec
 
+from taskflow.backoff import Backoff
 from taskflow.codec import DecodeError, decode_many, encode, encode_many
 from taskflow.log import get_logger
 from taskflow.messages import Event
 from taskflow.rabbitmq.connection import (
     DRIVER_ERRORS,
-    Backoff,
     RabbitMQConnection,
     Session,
     describe,

@@ -39,6 +39,7 @@ import anyio
 import anyio.lowlevel
 from pamqp import commands as spec
 
+from taskflow.backoff import Backoff
 from taskflow.codec import encode
 from taskflow.errors import TransportError
 from taskflow.log import get_logger
@@ -46,7 +47,6 @@ from taskflow.messages import JobMessage
 from taskflow.ports.transport import Delivery
 from taskflow.rabbitmq.connection import (
     DRIVER_ERRORS,
-    Backoff,
     RabbitMQConnection,
     Session,
     close_quietly,

@@ -22,6 +22,7 @@ from taskflow.errors import TransportError
 from taskflow.messages import Event, JobMessage, JobStarted, JobSubmitted, JobSucceeded
 from taskflow.ports.transport import Deliveries, Delivery
 from taskflow.rabbitmq import (
+    RECONNECT,
     Backoff,
     RabbitMQConnection,
     RabbitMQTransport,
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.anyio
 
 WAIT = 10.0
 QUIET = 0.3
-QUICK = Backoff(initial=0.05, maximum=0.5)
+QUICK = Backoff(base=0.05, cap=0.5, jitter=0.5)
 """Reconnect attempts while a test holds the broker's door shut: short, to keep tests fast."""
 
 
@@ -577,14 +578,14 @@ async def test_an_error_in_the_block_comes_out_as_itself(rabbit_url: str) -> Non
 
 
 def test_backoff_grows_to_its_cap_with_jitter() -> None:
-    backoff = Backoff()  # 0.1 s doubling to 2 s, each less a random share of up to half
+    backoff = RECONNECT  # 0.1 s doubling to 2 s, each less a random share of up to half
     rng = random.Random(7)
     delays = [backoff.delay(n, rng) for n in range(12)]
     for n, delay in enumerate(delays):
         base = min(2.0, 0.1 * 2**n)
         assert base / 2 <= delay <= base
     assert len(set(delays)) == len(delays)  # jittered
-    assert Backoff(jitter=0).delay(100) == 2.0
+    assert Backoff(base=0.1, cap=2.0).delay(100) == 2.0
 
 
 async def test_concurrent_settlements_never_break_the_channel(

@@ -26,9 +26,7 @@ def test_jitter_takes_off_at_most_its_share() -> None:
     assert Backoff(base=1.0, cap=8.0).delay(3) == 8.0  # no jitter: the ceiling
 
 
-@pytest.mark.parametrize(
-    "bad", [{"base": -1.0}, {"cap": -1.0}, {"factor": 0.5}, {"jitter": 1.5}]
-)
+@pytest.mark.parametrize("bad", [{"base": -1.0}, {"cap": -1.0}, {"factor": 0.5}, {"jitter": 1.5}])
 def test_nonsense_is_refused(bad: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="jitter within"):
         Backoff(**bad)

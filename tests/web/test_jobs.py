@@ -36,7 +36,6 @@ JOB_FIELDS = {
     "result",
     "error",
     "inDlq",
-    "hasLogs",
     "cancelRequested",
     "replayCount",
     "originalError",
@@ -77,7 +76,7 @@ async def test_a_completed_job_in_camel_case(client: Client) -> None:
     assert job["attempts"] == 1
     assert job["progress"] == 100.0
     assert job["error"] is None and job["originalError"] is None
-    assert job["inDlq"] is False and job["hasLogs"] is False and job["cancelRequested"] is False
+    assert job["inDlq"] is False and job["cancelRequested"] is False
     assert job["runAt"] is None
     created, started, finished = (
         utc(job["createdAt"]),

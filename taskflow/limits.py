@@ -1,0 +1,45 @@
+"""Every bound the server enforces and every default it starts from, defined once.
+
+Request parsing (``web/parsing.py``), the OpenAPI document (``web/schemas.py``), ingest (the
+Python API), the task registry and the RabbitMQ topology all read these names, so the
+bounds a client is told are the bounds it meets. ``Settings`` defaults come from here, and
+``TreeConfig.from_settings`` carries them to the actors.
+"""
+
+from __future__ import annotations
+
+# ---------------------------------------------------------------- bounds
+
+MIN_PRIORITY = 0
+MAX_PRIORITY = 9
+"""Job priorities (higher runs first); also the RabbitMQ queues' ``x-max-priority``."""
+MAX_ATTEMPTS = 100
+MAX_DELAY_SECONDS = 366 * 86400.0
+MAX_TIMEOUT_SECONDS = 7 * 86400.0
+MAX_NAME = 200
+"""Longest task type or queue name."""
+MAX_IDEMPOTENCY_KEY = 255
+MAX_DEPTH = 64
+"""Deepest nesting of objects/arrays in a payload."""
+MAX_INT_BITS = 14_000
+"""Largest integer in a payload (about 4,200 digits: Python's int-to-text limit is 4,300)."""
+MAX_PAGE = 500
+DEFAULT_PAGE = 10
+MAX_OFFSET = 1_000_000
+MAX_REQUEST_ID = 128
+
+# ---------------------------------------------------------------- defaults (Settings)
+
+MAX_BATCH = 1000
+"""Jobs per submission (``TASKFLOW_MAX_BATCH``)."""
+MAX_BODY_BYTES = 1024 * 1024
+"""Request body limit (``TASKFLOW_MAX_BODY_BYTES``)."""
+CONCURRENCY = 8
+LEASE_SECONDS = 15.0
+"""Lease of a running attempt, renewed every third of it (``TASKFLOW_LEASE_SECONDS``)."""
+SHUTDOWN_GRACE_SECONDS = 30.0
+PROMOTE_INTERVAL_SECONDS = 1.0
+REAPER_INTERVAL_SECONDS = 5.0
+RETENTION_COMPLETED = 7 * 86400.0
+RETENTION_FAILED = 30 * 86400.0
+IDEMPOTENCY_TTL = 86400.0
