@@ -9,6 +9,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
 from actors.persist import persist
+from taskflow import limits
 from taskflow.clock import Clock
 from taskflow.codec import DecodeError, decode
 from taskflow.errors import JobNotFound
@@ -47,7 +48,7 @@ class Dispatcher:
     transport: Transport
     clock: Clock
     owner: str
-    lease: float = 15.0
+    lease: float = limits.LEASE_SECONDS
     max_batch: int = 256
     _scope: anyio.CancelScope | None = field(default=None, init=False)
     _stopping: bool = field(default=False, init=False)

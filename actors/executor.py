@@ -13,6 +13,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from actors.persist import Retrying, persist, settle_isolated
+from taskflow import limits
 from taskflow.clock import Clock
 from taskflow.codec import encode_value
 from taskflow.context import JobContext
@@ -110,7 +111,7 @@ class ExecutorPool:
     logs: LogStore
     clock: Clock
     concurrency: int = 8
-    lease: float = 15.0
+    lease: float = limits.LEASE_SECONDS
     progress_interval: float = 0.25
     retrying: Retrying = field(default_factory=Retrying)
     _running: dict[str, _Running] = field(default_factory=dict, init=False)

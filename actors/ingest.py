@@ -11,6 +11,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from actors.outbox import publish_jobs
+from taskflow import limits
 from taskflow.clock import Clock
 from taskflow.errors import NotStorable, ShuttingDown, TaskflowError, ValidationError
 from taskflow.jobs import Job, JobStatus
@@ -58,7 +59,7 @@ class Ingest:
     registry: TaskRegistry
     clock: Clock
     max_group: int = 1000
-    key_ttl: float = 24 * 3600.0
+    key_ttl: float = limits.IDEMPOTENCY_TTL
     crash_after_commit: bool = False
     """Fault injection for the fault suite only: hard-exit (status 97) once a submission's
     rows are committed and before they are published, as a crash there would."""
@@ -150,14 +151,16 @@ class Ingest:
         max_attempts = spec.policy.max_attempts if new.max_attempts is None else new.max_attempts
         timeout = spec.timeout if new.timeout is None else new.timeout
         problems = {}
-        if not 0 <= priority <= 9:
-            problems["priority"] = "must be between 0 and 9"
-        if new.delay < 0:
-            problems["delay"] = "must be >= 0"
-        if max_attempts < 1:
-            problems["max_attempts"] = "must be >= 1"
-        if timeout is not None and timeout <= 0:
-            problems["timeout"] = "must be > 0"
+        if not limits.MIN_PRIORITY <= priority <= limits.MAX_PRIORITY:
+            problems["priority"] = (
+                f"must be between {limits.MIN_PRIORITY} and {limits.MAX_PRIORITY}"
+            )
+        if not 0 <= new.delay <= limits.MAX_DELAY_SECONDS:
+            problems["delay"] = f"must be >= 0 and <= {limits.MAX_DELAY_SECONDS:g}"
+        if not 1 <= max_attempts <= limits.MAX_ATTEMPTS:
+            problems["max_attempts"] = f"must be between 1 and {limits.MAX_ATTEMPTS}"
+        if timeout is not None and not 0 < timeout <= limits.MAX_TIMEOUT_SECONDS:
+            problems["timeout"] = f"must be > 0 and <= {limits.MAX_TIMEOUT_SECONDS:g}"
         if problems:
             raise ValidationError("invalid job", fields=problems)
         scheduled = new.delay > 0

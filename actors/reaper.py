@@ -8,6 +8,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from actors.outbox import publish_jobs
+from taskflow import limits
 from taskflow.clock import Clock
 from taskflow.errors import StoreError, TransportError
 from taskflow.log import get_logger
@@ -41,8 +42,8 @@ class Reaper:
     logs: LogStore
     clock: Clock
     interval: float = 5.0
-    retention_completed: float = 7 * 86400.0
-    retention_failed: float = 30 * 86400.0
+    retention_completed: float = limits.RETENTION_COMPLETED
+    retention_failed: float = limits.RETENTION_FAILED
     batch: int = 1000
     outbox_grace: float = 5.0
     _stats: dict[str, int] = field(

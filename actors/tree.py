@@ -30,6 +30,8 @@ from actors.metrics import MetricsCollector
 from actors.persist import Retrying
 from actors.reaper import Reaper
 from actors.retrier import Retrier
+from taskflow import limits
+from taskflow.config import Settings
 from taskflow.messages import DeadLetterJob, JobFailed, RunJob
 from taskflow.ports import Delivery
 from taskflow.registry import TaskRegistry
@@ -52,16 +54,16 @@ class _NoDeliveries:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TreeConfig:
-    concurrency: int = 8
+    concurrency: int = limits.CONCURRENCY
     queues: Sequence[str] = ("default",)
     owner: str = "worker"
-    lease: float = 15.0
-    shutdown_grace: float = 30.0
-    promote_interval: float = 1.0
-    reaper_interval: float = 5.0
-    retention_completed: float = 7 * 86400.0
-    retention_failed: float = 30 * 86400.0
-    idempotency_ttl: float = 86400.0
+    lease: float = limits.LEASE_SECONDS
+    shutdown_grace: float = limits.SHUTDOWN_GRACE_SECONDS
+    promote_interval: float = limits.PROMOTE_INTERVAL_SECONDS
+    reaper_interval: float = limits.REAPER_INTERVAL_SECONDS
+    retention_completed: float = limits.RETENTION_COMPLETED
+    retention_failed: float = limits.RETENTION_FAILED
+    idempotency_ttl: float = limits.IDEMPOTENCY_TTL
     metrics_interval: float = 1.0
     restart: RestartPolicy = field(default_factory=RestartPolicy)
     seed: int | None = None
@@ -72,6 +74,32 @@ class TreeConfig:
     heartbeat_interval: float = 2.0
     crash_after_commit: bool = False
     """Fault injection for the fault suite only (see ``Ingest.crash_after_commit``)."""
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        owner: str,
+        roles: frozenset[str] = frozenset({API, WORKER}),
+        crash_after_commit: bool = False,
+    ) -> TreeConfig:
+        """The tree of a service process: every knob from ``Settings`` (whose defaults are
+        ``taskflow.limits``'), the owner name its leases carry, and its roles."""
+        return cls(
+            concurrency=settings.concurrency,
+            queues=settings.queues,
+            owner=owner,
+            lease=settings.lease_seconds,
+            shutdown_grace=settings.shutdown_grace_seconds,
+            promote_interval=settings.promote_interval_seconds,
+            reaper_interval=settings.reaper_interval_seconds,
+            retention_completed=settings.retention_completed,
+            retention_failed=settings.retention_failed,
+            idempotency_ttl=settings.idempotency_ttl,
+            roles=roles,
+            crash_after_commit=crash_after_commit,
+        )
 
 
 @dataclass(slots=True, kw_only=True)

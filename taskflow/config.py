@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from taskflow import limits
 from taskflow.errors import ConfigError
 
 
@@ -72,18 +73,18 @@ class Settings:
     s3_url: Secret | None = None
     host: str = "127.0.0.1"
     port: int = 8000
-    concurrency: int = 8
+    concurrency: int = limits.CONCURRENCY
     queues: tuple[str, ...] = ("default",)
     tasks: tuple[str, ...] = ()
-    lease_seconds: float = 15.0
-    shutdown_grace_seconds: float = 30.0
-    promote_interval_seconds: float = 1.0
-    reaper_interval_seconds: float = 5.0
-    retention_completed: float = 7 * 86400.0
-    retention_failed: float = 30 * 86400.0
-    idempotency_ttl: float = 86400.0
-    max_batch: int = 1000
-    max_body_bytes: int = 1_048_576
+    lease_seconds: float = limits.LEASE_SECONDS
+    shutdown_grace_seconds: float = limits.SHUTDOWN_GRACE_SECONDS
+    promote_interval_seconds: float = limits.PROMOTE_INTERVAL_SECONDS
+    reaper_interval_seconds: float = limits.REAPER_INTERVAL_SECONDS
+    retention_completed: float = limits.RETENTION_COMPLETED
+    retention_failed: float = limits.RETENTION_FAILED
+    idempotency_ttl: float = limits.IDEMPOTENCY_TTL
+    max_batch: int = limits.MAX_BATCH
+    max_body_bytes: int = limits.MAX_BODY_BYTES
     log_level: str = "info"
     log_json: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)

@@ -6,7 +6,6 @@ With the CLI (``taskflow/__main__.py``), the only modules of ``taskflow/`` that 
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import os
 import signal
@@ -19,7 +18,7 @@ import anyio
 from actors.outbox import publish_jobs
 from actors.runtime import EmbeddedTaskFlow, Runtime, open_runtime
 from actors.tree import API, WORKER, Tree, TreeConfig, open_tree
-from taskflow import adapters
+from taskflow import adapters, limits
 from taskflow.clock import AnyioClock, Clock, WallClock
 from taskflow.config import Settings
 from taskflow.demo import demo_registry
@@ -70,7 +69,7 @@ async def embedded(
     concurrency: int = 8,
     *,
     queues: Sequence[str] = ("default",),
-    lease: float = 15.0,
+    lease: float = limits.LEASE_SECONDS,
     shutdown_grace: float = 5.0,
     promote_interval: float = 0.25,
     restart: RestartPolicy | None = None,
@@ -204,23 +203,6 @@ async def recover_on_start(res: Resources, *, batch: int = 1000) -> tuple[int, i
     return recovered, published
 
 
-def tree_config(settings: Settings) -> TreeConfig:
-    return TreeConfig(
-        concurrency=settings.concurrency,
-        queues=settings.queues,
-        owner=f"{socket.gethostname()}:{os.getpid()}",
-        lease=settings.lease_seconds,
-        shutdown_grace=settings.shutdown_grace_seconds,
-        promote_interval=settings.promote_interval_seconds,
-        reaper_interval=settings.reaper_interval_seconds,
-        retention_completed=settings.retention_completed,
-        retention_failed=settings.retention_failed,
-        idempotency_ttl=settings.idempotency_ttl,
-        # Fault injection for the fault suite (tests/faults) only: never set in production.
-        crash_after_commit=os.environ.get("TASKFLOW_TEST_CRASH_AFTER_COMMIT") == "1",
-    )
-
-
 ROLES = {"up": frozenset({API, WORKER}), "api": frozenset({API}), "worker": frozenset({WORKER})}
 
 
@@ -275,7 +257,13 @@ async def serve(settings: Settings, role: str = "up") -> None:
             async with open_resources(settings) as resources:
                 if isinstance(resources.transport, MemoryTransport):
                     await recover_on_start(resources)  # jobs of processes that are gone
-                config = dataclasses.replace(tree_config(settings), roles=roles)
+                config = TreeConfig.from_settings(
+                    settings,
+                    owner=f"{socket.gethostname()}:{os.getpid()}",
+                    roles=roles,
+                    # Fault injection for the fault suite (tests/faults) only.
+                    crash_after_commit=os.environ.get("TASKFLOW_TEST_CRASH_AFTER_COMMIT") == "1",
+                )
                 async with open_tree(registry, resources, config, edge=edge) as tree:
                     forced.append(tree)
                     log.info("taskflow_started", role=role, host=settings.host, port=settings.port)

@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, overload
 
+from taskflow import limits
 from taskflow.errors import DuplicateTask, UnknownTask
 from taskflow.retry import RetryPolicy
 
@@ -116,7 +117,7 @@ class TaskRegistry:
     def add(self, spec: TaskSpec) -> None:
         if spec.name in self._tasks:
             raise DuplicateTask(f"task {spec.name!r} is already registered", task=spec.name)
-        if not 0 <= spec.priority <= 9:
+        if not limits.MIN_PRIORITY <= spec.priority <= limits.MAX_PRIORITY:
             raise ValueError("priority must be 0..9")
         self._tasks[spec.name] = spec
 

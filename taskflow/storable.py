@@ -16,10 +16,7 @@ from typing import Any
 
 import msgspec
 
-MAX_DEPTH = 64
-"""Deepest nesting of objects/arrays allowed in a payload."""
-MAX_INT_BITS = 14_000
-"""Largest integer kept (about 4,200 decimal digits: Python's int-to-text limit is 4,300)."""
+from taskflow.limits import MAX_DEPTH, MAX_INT_BITS
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from typing import Any, cast
 import msgspec
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, ASGISendEvent, Scope
 
+from taskflow.limits import MAX_REQUEST_ID
 from taskflow.log import get_logger
 
 log = get_logger("taskflow.web")
@@ -22,7 +23,6 @@ log = get_logger("taskflow.web")
 REQUEST_ID_KEY = "taskflow.request_id"
 REQUEST_ID_HEADER = b"x-request-id"
 PROCESS_TIME_HEADER = b"x-process-time-ms"
-MAX_REQUEST_ID = 128
 
 ASGIApp = Callable[[Scope, ASGIReceiveCallable, ASGISendCallable], Awaitable[None]]
 

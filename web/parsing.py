@@ -19,18 +19,23 @@ import msgspec
 from werkzeug.datastructures import MultiDict
 
 from taskflow.jobs import JobStatus
+from taskflow.limits import (
+    DEFAULT_PAGE,
+    MAX_ATTEMPTS,
+    MAX_DELAY_SECONDS,
+    MAX_DEPTH,
+    MAX_IDEMPOTENCY_KEY,
+    MAX_NAME,
+    MAX_OFFSET,
+    MAX_PRIORITY,
+    MAX_TIMEOUT_SECONDS,
+    MIN_PRIORITY,
+)
+from taskflow.limits import MAX_PAGE as MAX_LIMIT
 from taskflow.messages import NewJob
 from taskflow.ports import JobQuery
-from taskflow.storable import MAX_DEPTH, find_unstorable
+from taskflow.storable import find_unstorable
 from web.responses import ApiError, FieldErrors
-
-MAX_NAME = 200
-MAX_DELAY_SECONDS = 366 * 86400.0
-MAX_TIMEOUT_SECONDS = 7 * 86400.0
-MAX_ATTEMPTS = 100
-MAX_LIMIT = 500
-MAX_OFFSET = 1_000_000
-MAX_IDEMPOTENCY_KEY = 255
 
 SUBMIT_FIELDS: Mapping[str, str] = {
     "task_type": "taskType",
@@ -134,7 +139,9 @@ def parse_submission(raw: Any, *, max_batch: int, queues: Sequence[str]) -> Subm
     task = _name_field(values, "task_type", name("task_type"), errors, required=True)
     queue = _name_field(values, "queue_name", name("queue_name"), errors, required=False)
     payloads = _payloads(data, name("data"), errors, present="data" in values)
-    priority = _int_field(values.get("priority"), name("priority"), 0, 9, errors)
+    priority = _int_field(
+        values.get("priority"), name("priority"), MIN_PRIORITY, MAX_PRIORITY, errors
+    )
     max_attempts = _int_field(
         values.get("max_attempts"), name("max_attempts"), 1, MAX_ATTEMPTS, errors
     )
@@ -376,7 +383,7 @@ class Page:
 def parse_page(args: MultiDict[str, str], errors: FieldErrors | None = None) -> Page:
     own = errors is None
     errors = errors if errors is not None else FieldErrors()
-    limit = _query_int(args, "limit", 10, 1, MAX_LIMIT, errors)
+    limit = _query_int(args, "limit", DEFAULT_PAGE, 1, MAX_LIMIT, errors)
     offset = _query_int(args, "offset", 0, 0, MAX_OFFSET, errors)
     if own:
         errors.raise_if_any("The query string is invalid.")

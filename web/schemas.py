@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from taskflow import limits
 from taskflow.jobs import Job, JobError, JobStatus
 from taskflow.ports import DeadMessage
 
@@ -31,13 +32,24 @@ class SubmitRequest(msgspec.Struct, forbid_unknown_fields=True):
     """A batch of jobs of one task type. Every key is also accepted in camelCase
     (``taskType``, ``queueName``, ``delaySeconds``, ``maxAttempts``, ``timeoutSeconds``)."""
 
-    task_type: str
-    data: Annotated[list[SubmitItem], msgspec.Meta(min_length=1)]
-    queue_name: str | None = None
-    priority: Annotated[int, msgspec.Meta(ge=0, le=9)] | None = None
-    delay_seconds: Annotated[float, msgspec.Meta(ge=0)] | None = None
-    max_attempts: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    task_type: Annotated[str, msgspec.Meta(min_length=1, max_length=limits.MAX_NAME)]
+    data: Annotated[
+        list[SubmitItem],
+        msgspec.Meta(
+            min_length=1,
+            max_length=limits.MAX_BATCH,
+            description="one job per item; at most TASKFLOW_MAX_BATCH (default 1000)",
+        ),
+    ]
+    queue_name: Annotated[str, msgspec.Meta(max_length=limits.MAX_NAME)] | None = None
+    priority: (
+        Annotated[int, msgspec.Meta(ge=limits.MIN_PRIORITY, le=limits.MAX_PRIORITY)] | None
+    ) = None
+    delay_seconds: Annotated[float, msgspec.Meta(ge=0, le=limits.MAX_DELAY_SECONDS)] | None = None
+    max_attempts: Annotated[int, msgspec.Meta(ge=1, le=limits.MAX_ATTEMPTS)] | None = None
+    timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=limits.MAX_TIMEOUT_SECONDS)] | None = (
+        None
+    )
 
 
 class SubmitHeaders(msgspec.Struct):
@@ -53,16 +65,16 @@ class ListJobsQuery(msgspec.Struct):
     status: Status | None = None
     task_type: str | None = None
     queue_name: str | None = None
-    limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 10
-    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+    limit: Annotated[int, msgspec.Meta(ge=1, le=limits.MAX_PAGE)] = limits.DEFAULT_PAGE
+    offset: Annotated[int, msgspec.Meta(ge=0, le=limits.MAX_OFFSET)] = 0
     cursor: str | None = None
 
 
 class PageQuery(msgspec.Struct):
     """Paging of ``GET /api/v1/dlq`` (newest first)."""
 
-    limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 10
-    offset: Annotated[int, msgspec.Meta(ge=0)] = 0
+    limit: Annotated[int, msgspec.Meta(ge=1, le=limits.MAX_PAGE)] = limits.DEFAULT_PAGE
+    offset: Annotated[int, msgspec.Meta(ge=0, le=limits.MAX_OFFSET)] = 0
 
 
 class ReplayAllQuery(msgspec.Struct):

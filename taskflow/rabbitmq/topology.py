@@ -24,7 +24,9 @@ from typing import Any
 import aiormq.abc
 import anyio
 
-MAX_PRIORITY = 9
+from taskflow import limits
+
+MAX_PRIORITY = limits.MAX_PRIORITY
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
