@@ -47,12 +47,11 @@ class IngestStats:
 class Ingest:
     """Turn SubmitJobs into stored jobs and published messages, many requests per round trip.
 
-    Inputs: Submission (through ``submit``). Outputs: rows in the JobStore, JobMessages on the
-    transport, JobSubmitted events. Restart: permanent. State: none beyond the inbox.
+    Inputs: Submission (through ``submit``, into its own mailbox). Outputs: rows in the
+    JobStore, JobMessages on the transport, JobSubmitted events. Restart: permanent. State:
+    none beyond the mailbox, which ``close()`` releases once the tree is done with it.
     """
 
-    inbox: MemoryObjectReceiveStream[Submission]
-    outbox: MemoryObjectSendStream[Submission]
     store: JobStore
     transport: Transport
     events: EventBus
@@ -63,6 +62,10 @@ class Ingest:
     crash_after_commit: bool = False
     """Fault injection for the fault suite only: hard-exit (status 97) once a submission's
     rows are committed and before they are published, as a crash there would."""
+    mailbox: int = 64
+    """Submissions waiting for a group commit; callers wait (backpressure) beyond it."""
+    _outbox: MemoryObjectSendStream[Submission] = field(init=False, repr=False)
+    _inbox: MemoryObjectReceiveStream[Submission] = field(init=False, repr=False)
     _stopping: bool = field(default=False, init=False)
     _stats: dict[str, int] = field(
         default_factory=lambda: {
@@ -73,6 +76,14 @@ class Ingest:
         },
         init=False,
     )
+
+    def __post_init__(self) -> None:
+        self._outbox, self._inbox = anyio.create_memory_object_stream[Submission](self.mailbox)
+
+    def close(self) -> None:
+        """Release the mailbox (after ``run`` has returned for good)."""
+        self._outbox.close()
+        self._inbox.close()
 
     async def submit(self, command: SubmitJobs) -> Inserted:
         """Store and publish a batch; returns when it is durable and published.
@@ -85,7 +96,7 @@ class Ingest:
         self._build(command, now=0.0)  # validate before queueing: bad input fails fast
         submission = Submission(command=command)
         try:
-            await self.outbox.send(submission)
+            await self._outbox.send(submission)
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             raise ShuttingDown() from None
         await submission.done.wait()
@@ -101,20 +112,20 @@ class Ingest:
 
     async def stop(self) -> None:
         self._stopping = True
-        self.outbox.close()
+        self._outbox.close()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while True:
             try:
-                first = await self.inbox.receive()
+                first = await self._inbox.receive()
             except anyio.EndOfStream:
                 return
             group = [first]
             size = len(first.command.jobs)
             while size < self.max_group:
                 try:
-                    nxt = self.inbox.receive_nowait()
+                    nxt = self._inbox.receive_nowait()
                 except (anyio.WouldBlock, anyio.EndOfStream):
                     break
                 group.append(nxt)

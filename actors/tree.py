@@ -2,13 +2,16 @@
 
 Start order is dependency order; the supervisor stops children in reverse, so a graceful
 stop first closes intake (ingest), then stops taking deliveries (dispatcher), then lets the
-executors drain within the grace period, then stops the retrier, DLQ keeper and metrics.
+executors drain within the grace period, then stops the retrier, DLQ keeper and metrics,
+and the web edge last (it answers 503 while the rest drains).
 
-    ingest ──SubmitJobs──▶ store + transport
-    transport ──Delivery──▶ dispatcher ──RunJob──▶ executor pool ──JobFailed──▶ retrier
-                                                        │                          │
-                                           Complete/Cancel + ack        Reschedule + ack
-                                                                         DeadLetterJob──▶ dlq keeper
+    web edge (api) ──submit──▶ ingest ──group commit──▶ store ──JobMessage──▶ transport
+    transport ──Delivery──▶ dispatcher ──claim, RunJob──▶ executor pool ──JobFailed──▶ retrier
+                                                  │                            │
+                                    Complete/MarkCancelled + ack     Reschedule + ack
+                                                                     DeadLetterJob──▶ dlq keeper
+    reaper (periodic): expired leases, unpublished rows, retention ──▶ store, transport
+    heartbeat (periodic) ──WorkerHeartbeat──▶ event bus
     every actor ──events──▶ event bus ──▶ metrics collector, waiters, cancel control
 """
 
@@ -25,7 +28,7 @@ from actors.dispatcher import Dispatcher
 from actors.dlq import DlqKeeper
 from actors.executor import ExecutorPool
 from actors.heartbeat import Heartbeat
-from actors.ingest import Ingest, Submission
+from actors.ingest import Ingest
 from actors.metrics import MetricsCollector
 from actors.persist import Retrying
 from actors.reaper import Reaper
@@ -121,6 +124,14 @@ class Tree:
     tasks still in their threads are left claimed, and their leases bring them back."""
 
 
+@asynccontextmanager
+async def _closing(ingest: Ingest) -> AsyncIterator[None]:
+    try:
+        yield
+    finally:
+        ingest.close()
+
+
 EdgeChildren = Callable[[Tree], Sequence[ChildSpec]]
 """Children started before the core and stopped after it (the web server)."""
 
@@ -130,13 +141,10 @@ async def open_tree(
     registry: TaskRegistry, res: Resources, cfg: TreeConfig, *, edge: EdgeChildren | None = None
 ) -> AsyncIterator[Tree]:
     """Run the tree until the block exits; then stop it gracefully (reverse start order)."""
-    submissions_send, submissions = anyio.create_memory_object_stream[Submission](64)
     runs_send, runs = anyio.create_memory_object_stream[RunJob](0)
     failures_send, failures = anyio.create_memory_object_stream[JobFailed](64)
     dead_send, dead = anyio.create_memory_object_stream[DeadLetterJob](64)
     async with (
-        submissions_send,
-        submissions,
         runs_send,
         runs,
         failures_send,
@@ -206,8 +214,6 @@ async def open_tree(
             clock=res.clock,
         )
         ingest = Ingest(
-            inbox=submissions,
-            outbox=submissions_send,
             events=res.events,
             registry=registry,
             key_ttl=cfg.idempotency_ttl,
@@ -242,16 +248,31 @@ async def open_tree(
         )
         grace = cfg.shutdown_grace
         by_role = [
+            # consumes: every event on the bus, each actor's statistics(); produces: snapshot()
             (ChildSpec(id="metrics", run=metrics.run), {API}),
+            # consumes: DeadLetterJob (dead); produces: Bury + ack, JobDeadLettered;
+            # on request: replay -> JobMessage, JobReplayed
             (ChildSpec(id="dlq", run=dlq.run), {WORKER}),
+            # consumes: JobFailed (failures), JobSubmitted events; produces: Reschedule + ack,
+            # JobScheduled, DeadLetterJob (dead); promotes due jobs -> JobMessage
             (ChildSpec(id="retrier", run=retrier.run), {WORKER}),
+            # consumes: RunJob (runs), CancelRequested events; produces: Complete/MarkCancelled
+            # + ack, JobStarted/JobProgressed/JobSucceeded/JobCancelled/JobFailed events,
+            # JobFailed (failures), log lines (LogStore), lease renewals
             (ChildSpec(id="executor", run=pool.run, stop=pool.stop, grace=grace), {WORKER}),
+            # consumes: Delivery (transport); produces: fenced claims, RunJob (runs),
+            # dead messages (poison -> the transport's dead letters)
             (
                 ChildSpec(id="dispatcher", run=dispatcher.run, stop=dispatcher.stop, grace=grace),
                 {WORKER},
             ),
+            # periodic: expired leases -> requeue/bury + JobMessage; unpublished rows ->
+            # JobMessage; retention purge (jobs, logs, keys)
             (ChildSpec(id="reaper", run=reaper.run), {WORKER}),
+            # periodic: produces WorkerHeartbeat events (executor statistics)
             (ChildSpec(id="heartbeat", run=heartbeat.run), {WORKER}),
+            # consumes: Submission (its own mailbox, through ingest.submit); produces: group
+            # commits, JobMessage, JobSubmitted events
             (ChildSpec(id="ingest", run=ingest.run, stop=ingest.stop, grace=grace), {API}),
         ]
         children = [spec for spec, roles in by_role if roles & cfg.roles]
@@ -270,7 +291,7 @@ async def open_tree(
             # (503 ``shutting_down`` to submissions, 503 ``draining`` to health, reads as usual).
             children = [*edge(tree), *children]
         supervisor = tree.supervisor = Supervisor(children, policy=cfg.restart, name="taskflow")
-        async with anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg, _closing(ingest):
 
             def force_stop() -> None:
                 pool.force()

@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from actors.ingest import Ingest, Submission
+from actors.ingest import Ingest
 from taskflow.clock import AnyioClock
 from taskflow.codec import decode
 from taskflow.errors import (
@@ -57,10 +57,7 @@ async def running_ingest() -> AsyncIterator[Harness]:
         MemoryEventBus(),
         AnyioClock(),
     )
-    send, receive = anyio.create_memory_object_stream[Submission](64)
     ingest = Ingest(
-        inbox=receive,
-        outbox=send,
         store=store,
         transport=transport,
         events=bus,
@@ -73,12 +70,20 @@ async def running_ingest() -> AsyncIterator[Harness]:
         await ingest.run(task_status=task_status)
         stopped.set()
 
-    async with send, receive, anyio.create_task_group() as tg:
-        await tg.start(run)
-        yield Harness(
-            ingest=ingest, store=store, transport=transport, bus=bus, clock=clock, stopped=stopped
-        )
-        tg.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(run)
+            yield Harness(
+                ingest=ingest,
+                store=store,
+                transport=transport,
+                bus=bus,
+                clock=clock,
+                stopped=stopped,
+            )
+            tg.cancel_scope.cancel()
+    finally:
+        ingest.close()
 
 
 async def wait_until(predicate: Callable[[], bool]) -> None:
