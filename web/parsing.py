@@ -34,7 +34,7 @@ from taskflow.limits import (
 from taskflow.limits import MAX_PAGE as MAX_LIMIT
 from taskflow.messages import NewJob
 from taskflow.ports import JobQuery
-from taskflow.storable import find_unstorable
+from taskflow.storable import find_unstorable, text_problem
 from web.responses import ApiError, FieldErrors
 
 SUBMIT_FIELDS: Mapping[str, str] = {
@@ -371,6 +371,10 @@ def _query_name(
     if len(raw) > MAX_NAME:
         errors.add(given[0], f"must be at most {MAX_NAME} characters")
         return None
+    problem = text_problem(raw)
+    if problem:
+        errors.add(given[0], problem)
+        return None
     return raw.strip()
 
 
@@ -439,5 +443,9 @@ def decode_cursor(text: str) -> tuple[float, str] | None:
         return None
     created_at, last_id = value
     if not math.isfinite(created_at) or not last_id or len(last_id) > 64:
+        return None
+    try:
+        last_id = str(uuid.UUID(last_id))
+    except ValueError:
         return None
     return created_at, last_id

@@ -114,3 +114,26 @@ async def test_health_is_degraded_while_an_actor_is_stuck_retrying(
         tg.cancel_scope.cancel()
     body = json.loads(await (await client.get("/api/v1/health")).get_data())
     assert body["status"] == "ok" and body["retrying"] == {}
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["task_type=a%00b", "queue_name=%00", "taskType=%00x"],
+    ids=["nul", "nul-only", "camel"],
+)
+async def test_a_filter_postgresql_cannot_compare_is_a_422_not_a_store_error(
+    client: Client, query: str
+) -> None:
+    response = await client.get(f"/api/v1/jobs?{query}")
+    assert response.status_code in (400, 422), await response.get_data()
+    body = json.loads(await response.get_data())
+    assert body["error"]["code"] in ("validation_error", "bad_request"), body
+
+
+async def test_a_cursor_that_names_no_job_id_is_refused_as_a_cursor(client: Client) -> None:
+    import base64
+
+    forged = base64.urlsafe_b64encode(b'[1700000000.0,"not-a-uuid\\u0000"]').decode().rstrip("=")
+    response = await client.get(f"/api/v1/jobs?cursor={forged}")
+    found = await assert_error(response, 422, "validation_error")
+    assert found["error"]["details"]["fields"][0]["field"] == "cursor"
