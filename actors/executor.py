@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +34,6 @@ from taskflow.ports import (
     Complete,
     EventBus,
     JobStore,
-    LogStore,
     MarkCancelled,
     Progress,
     Release,
@@ -46,6 +45,9 @@ from taskflow.storable import clean_text, find_unstorable_result
 from taskflow.streams import receive_batch
 
 log = get_logger("taskflow.executor")
+
+AfterAttempt = Callable[[Outcome], None]
+"""A hook run after each attempt's outcome is recorded (see ``ExecutorPool.after_attempt``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,8 +110,10 @@ class ExecutorPool:
     store: JobStore
     transport: Transport
     events: EventBus
-    logs: LogStore
     clock: Clock
+    after_attempt: Sequence[AfterAttempt] = ()
+    """Called with each outcome once it is recorded (or handed to the retrier): log shipping,
+    and later Prometheus and tracing. Synchronous and quick; exceptions are logged."""
     concurrency: int = 8
     lease: float = limits.LEASE_SECONDS
     progress_interval: float = 0.25
@@ -485,27 +489,26 @@ class ExecutorPool:
             ]
             tags = [o.delivery_tag for o, _ in kept]
             await persist("ack", lambda: self.transport.ack(tags), retrying=self.retrying)
-            await self._save_logs([o for o, _ in kept])
+            self._after_attempt([o for o, _ in kept])
             await self.events.publish([o for o, job in kept if job is not None])
         for f in failed:
             await self.failures.send(f)
         if failed:
-            await self._save_logs(failed)
+            self._after_attempt(failed)
             await self.events.publish(failed)
         self._stats["finished"] += len(batch)
         self._inflight -= len(batch)
         self._check_idle()
 
-    async def _save_logs(
-        self,
-        outcomes: list[JobSucceeded]
-        | list[JobCancelled]
-        | list[JobFailed]
-        | list[JobSucceeded | JobCancelled],
-    ) -> None:
-        for o in outcomes:
-            if o.log_lines:
-                await self.logs.append(o.job_id, o.attempt, o.log_lines)
+    def _after_attempt(self, outcomes: Sequence[Outcome]) -> None:
+        """Run every ``after_attempt`` hook on each recorded outcome; a hook that raises is
+        logged and never stops the outcome path."""
+        for hook in self.after_attempt:
+            for outcome in outcomes:
+                try:
+                    hook(outcome)
+                except Exception as exc:
+                    log.error("after_attempt_hook_failed", hook=repr(hook), error=repr(exc))
 
     def _on_progress(self, job_id: str, attempt: int, percent: float, message: str | None) -> None:
         message = None if message is None else clean_text(message)

@@ -128,7 +128,8 @@ class Runtime:
         counts = await self.resources.queries.counts()
         if any(counts.get(status, 0) for status in ACTIVE):
             return False
-        return self.tree.pool.idle() and self.tree.metrics.backlog() == 0
+        tree = self.tree
+        return tree.pool.idle() and tree.logs.backlog() == 0 and tree.metrics.backlog() == 0
 
     async def cancel(self, job_id: str) -> Job:
         """Cancel a pending or scheduled job at once; ask a running one to stop (its

@@ -29,6 +29,7 @@ from actors.dlq import DlqKeeper
 from actors.executor import ExecutorPool
 from actors.heartbeat import Heartbeat
 from actors.ingest import Ingest
+from actors.logship import LogShipper
 from actors.metrics import MetricsCollector
 from actors.persist import Retrying
 from actors.reaper import Reaper
@@ -116,6 +117,7 @@ class Tree:
     dlq: DlqKeeper
     reaper: Reaper
     metrics: MetricsCollector
+    logs: LogShipper
     retrying: Retrying
     """Calls stuck retrying an unavailable dependency (health turns ``degraded``)."""
     supervisor: Supervisor = field(init=False)
@@ -125,11 +127,13 @@ class Tree:
 
 
 @asynccontextmanager
-async def _closing(ingest: Ingest) -> AsyncIterator[None]:
+async def _closing(*owners: Ingest | LogShipper) -> AsyncIterator[None]:
+    """Release the actors' own mailboxes once the tree has stopped."""
     try:
         yield
     finally:
-        ingest.close()
+        for owner in owners:
+            owner.close()
 
 
 EdgeChildren = Callable[[Tree], Sequence[ChildSpec]]
@@ -180,13 +184,14 @@ async def open_tree(
             transport=res.transport,
             clock=res.clock,
         )
+        shipper = LogShipper(logs=res.logs)
         pool = ExecutorPool(
             runs=runs,
             retrying=retrying,
+            after_attempt=[shipper.ship],
             failures=failures_send,
             registry=registry,
             events=res.events,
-            logs=res.logs,
             concurrency=cfg.concurrency,
             lease=cfg.lease,
             store=res.store,
@@ -232,6 +237,7 @@ async def open_tree(
                 "retrier": retrier.statistics,
                 "dlq": dlq.statistics,
                 "reaper": reaper.statistics,
+                "logs": shipper.statistics,
             },
             executor=pool.statistics,
             restarts=lambda: supervisor.statistics().restarts,
@@ -256,9 +262,12 @@ async def open_tree(
             # consumes: JobFailed (failures), JobSubmitted events; produces: Reschedule + ack,
             # JobScheduled, DeadLetterJob (dead); promotes due jobs -> JobMessage
             (ChildSpec(id="retrier", run=retrier.run), {WORKER}),
+            # consumes: ShipLines (after_attempt hook of the pool); produces: LogStore appends.
+            # Started before the pool, so it stops after it and writes the last lines.
+            (ChildSpec(id="logs", run=shipper.run, stop=shipper.stop), {WORKER}),
             # consumes: RunJob (runs), CancelRequested events; produces: Complete/MarkCancelled
             # + ack, JobStarted/JobProgressed/JobSucceeded/JobCancelled/JobFailed events,
-            # JobFailed (failures), log lines (LogStore), lease renewals
+            # JobFailed (failures), each outcome to after_attempt hooks, lease renewals
             (ChildSpec(id="executor", run=pool.run, stop=pool.stop, grace=grace), {WORKER}),
             # consumes: Delivery (transport); produces: fenced claims, RunJob (runs),
             # dead messages (poison -> the transport's dead letters)
@@ -284,6 +293,7 @@ async def open_tree(
             dlq=dlq,
             reaper=reaper,
             metrics=metrics,
+            logs=shipper,
             retrying=retrying,
         )
         if edge and API in cfg.roles:
@@ -291,7 +301,7 @@ async def open_tree(
             # (503 ``shutting_down`` to submissions, 503 ``draining`` to health, reads as usual).
             children = [*edge(tree), *children]
         supervisor = tree.supervisor = Supervisor(children, policy=cfg.restart, name="taskflow")
-        async with anyio.create_task_group() as tg, _closing(ingest):
+        async with anyio.create_task_group() as tg, _closing(ingest, shipper):
 
             def force_stop() -> None:
                 pool.force()

@@ -95,6 +95,12 @@ class Retry(Exception):
         super().__init__(message)
 
 
+class LogStoreError(TaskflowError):
+    """The log store failed; job logs are best effort, so nothing else fails with it."""
+
+    code = "log_store_error"
+
+
 class NotStorable(TaskflowError):
     """The store refused a value (a data error, not an outage): retrying cannot help."""
 

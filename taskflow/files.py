@@ -8,6 +8,8 @@ from pathlib import Path
 
 import anyio
 
+from taskflow.errors import LogStoreError
+
 _SAFE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 
 
@@ -24,14 +26,21 @@ class FileLogStore:
 
     async def append(self, job_id: str, attempt: int, lines: Sequence[str]) -> None:
         text = "".join(f"{line}\n" for line in [f"--- attempt {attempt} ---", *lines])
-        path = self._path(job_id)
+        try:
+            path = self._path(job_id)
+        except ValueError as exc:
+            raise LogStoreError(str(exc)) from exc
 
         def write() -> None:
             self.root.mkdir(parents=True, exist_ok=True)
-            with path.open("a", encoding="utf-8") as f:
+            # A lone surrogate in a line is kept as its escape rather than failing the write.
+            with path.open("a", encoding="utf-8", errors="backslashreplace") as f:
                 f.write(text)
 
-        await anyio.to_thread.run_sync(write)
+        try:
+            await anyio.to_thread.run_sync(write)
+        except OSError as exc:
+            raise LogStoreError(f"cannot write the log of job {job_id}: {exc}") from exc
 
     async def read(self, job_id: str) -> str | None:
         try:

@@ -20,6 +20,7 @@ from anyio.abc import ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from actors.executor import ExecutorPool
+from actors.logship import LogShipper
 from taskflow.clock import AnyioClock
 from taskflow.codec import decode
 from taskflow.context import JobContext
@@ -84,6 +85,7 @@ async def running_pool(
         failures,
         transport.consume(["default"], prefetch=64) as deliveries,
     ):
+        shipper = LogShipper(logs=logs)
         pool = ExecutorPool(
             runs=runs,
             failures=failures_send,
@@ -91,7 +93,7 @@ async def running_pool(
             store=store,
             transport=transport,
             events=bus,
-            logs=logs,
+            after_attempt=[shipper.ship],
             clock=clock,
             concurrency=concurrency,
             lease=lease,
@@ -116,10 +118,14 @@ async def running_pool(
                 await pool.run(task_status=task_status)
             h.stopped.set()
 
-        async with anyio.create_task_group() as tg:
-            await tg.start(run)
-            yield h
-            tg.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as tg:
+                await tg.start(shipper.run)
+                await tg.start(run)
+                yield h
+                tg.cancel_scope.cancel()
+        finally:
+            shipper.close()
 
 
 async def claim(
@@ -774,8 +780,9 @@ async def test_lines_logged_through_ctx_log_reach_the_log_store() -> None:
         run = await claim(h, "chatty")
         await h.runs.send(run)
         await next_event(events, JobSucceeded, run.job.id)
-        text = await h.logs.read(run.job.id)
-        assert text is not None
+        with anyio.fail_after(5):  # the log shipper writes on its own time
+            while (text := await h.logs.read(run.job.id)) is None:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
         assert text.splitlines() == [
             "--- attempt 1 ---",
             "INFO step_done step=1",

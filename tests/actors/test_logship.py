@@ -1,0 +1,114 @@
+"""Logs leave the hot path: a failing or slow log store never stops outcomes or burns an
+attempt; the LogStore port reports failures as ``LogStoreError``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from actors.logship import LogShipper
+from actors.runtime import open_runtime
+from actors.tree import TreeConfig
+from taskflow import JobContext, TaskRegistry
+from taskflow.clock import AnyioClock
+from taskflow.errors import LogStoreError
+from taskflow.files import FileLogStore
+from taskflow.jobs import JobStatus
+from taskflow.memory import MemoryEventBus, MemoryJobStore, MemoryTransport
+from taskflow.messages import JobSucceeded
+from taskflow.resources import Resources
+
+pytestmark = pytest.mark.anyio
+
+
+class BrokenLogStore:
+    """A LogStore whose disk is gone: every append fails."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def append(self, job_id: str, attempt: int, lines: Sequence[str]) -> None:
+        self.calls += 1
+        raise LogStoreError("the disk is gone")
+
+    async def read(self, job_id: str) -> str | None:
+        return None
+
+    async def delete(self, job_ids: Sequence[str]) -> None:
+        return None
+
+
+async def test_a_failing_log_store_never_stops_outcomes_nor_burns_an_attempt() -> None:
+    registry = TaskRegistry()
+
+    @registry.task(name="chatty", max_attempts=1)
+    async def chatty(payload: dict[str, Any], ctx: JobContext) -> int:
+        ctx.log.info("working", n=payload["n"])
+        if payload["n"] % 5 == 0:
+            raise ValueError("fails, and its lines are lost too")
+        return int(payload["n"])
+
+    store, logs = MemoryJobStore(), BrokenLogStore()
+    res = Resources(
+        store=store,
+        queries=store,
+        transport=MemoryTransport(),
+        events=MemoryEventBus(),
+        logs=logs,
+        clock=AnyioClock(),
+    )
+    async with open_runtime(registry, res, TreeConfig(concurrency=4, shutdown_grace=1.0)) as rt:
+        with anyio.fail_after(20):
+            ids = [await rt.submit("chatty", {"n": n}) for n in range(1, 31)]
+            jobs = [await rt.wait(i) for i in ids]
+            await rt.wait_idle()
+        stats = rt.tree.logs.statistics()
+    assert [(j.status, j.attempts) for j in jobs if j.payload["n"] % 5] == [
+        (JobStatus.COMPLETED, 1)
+    ] * 24
+    assert {(j.status, j.attempts) for j in jobs if j.payload["n"] % 5 == 0} == {
+        (JobStatus.FAILED, 1)
+    }
+    assert logs.calls == 30 and stats.failed == 30 and stats.shipped == 0
+
+
+async def test_a_full_buffer_drops_lines_and_counts_them() -> None:
+    shipper = LogShipper(logs=BrokenLogStore(), buffer=2)
+    try:
+        for n in range(5):
+            shipper.ship(
+                JobSucceeded(
+                    job_id=f"j{n}",
+                    task="t",
+                    attempt=1,
+                    at=0.0,
+                    started_at=0.0,
+                    created_at=0.0,
+                    log_lines=("x",),
+                )
+            )
+        shipper.ship(
+            JobSucceeded(
+                job_id="quiet", task="t", attempt=1, at=0.0, started_at=0.0, created_at=0.0
+            )
+        )
+        assert shipper.statistics().dropped == 3
+        assert shipper.backlog() == 2
+    finally:
+        shipper.close()
+
+
+async def test_the_file_log_store_keeps_odd_text_and_reports_failures(tmp_path: Path) -> None:
+    logs = FileLogStore(tmp_path / "logs")
+    await logs.append("job-1", 1, ["fine", "lone \ud800 surrogate", "nul \x00 kept"])
+    text = await logs.read("job-1")
+    assert text is not None and "lone \\ud800 surrogate" in text and "nul \x00 kept" in text
+    (tmp_path / "blocked").write_text("a file where the folder should be")
+    with pytest.raises(LogStoreError, match="cannot write the log"):
+        await FileLogStore(tmp_path / "blocked").append("job-2", 1, ["x"])
+    with pytest.raises(LogStoreError):
+        await logs.append("../escape", 1, ["x"])
