@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 from anyio.abc import TaskStatus
@@ -21,13 +21,13 @@ from taskflow.streams import receive_batch
 log = get_logger("taskflow.dispatcher")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DispatcherStats:
-    delivered: int
-    claimed: int
-    skipped: int
+    delivered: int = 0
+    claimed: int = 0
+    skipped: int = 0
     """Deliveries acknowledged without running: the job was terminal, cancelled or running."""
-    poison: int
+    poison: int = 0
 
 
 @dataclass(kw_only=True)
@@ -52,10 +52,7 @@ class Dispatcher:
     max_batch: int = 256
     _scope: anyio.CancelScope | None = field(default=None, init=False)
     _stopping: bool = field(default=False, init=False)
-    _stats: dict[str, int] = field(
-        default_factory=lambda: {"delivered": 0, "claimed": 0, "skipped": 0, "poison": 0},
-        init=False,
-    )
+    _counts: DispatcherStats = field(default_factory=DispatcherStats, init=False)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -97,12 +94,12 @@ class Dispatcher:
             for d, reason in poison
         ]
         await persist("record_dead_messages", lambda: self.store.record_dead_messages(records))
-        self._stats["poison"] += len(poison)
+        self._counts.poison += len(poison)
         tags = [d.tag for d, _ in poison]
         await persist("nack", lambda: self.transport.nack(tags, requeue=False))
 
     def statistics(self) -> DispatcherStats:
-        return DispatcherStats(**self._stats)
+        return replace(self._counts)
 
     async def _next_batch(self) -> list[Delivery] | None:
         try:
@@ -111,7 +108,7 @@ class Dispatcher:
             return None
 
     async def _dispatch(self, batch: list[Delivery]) -> None:
-        self._stats["delivered"] += len(batch)
+        self._counts.delivered += len(batch)
         now = self.clock.now()
         tags: dict[str, list[int]] = {}  # job id -> its deliveries in this batch
         poison: list[tuple[Delivery, str]] = []
@@ -147,8 +144,8 @@ class Dispatcher:
                 poison += [(by_tag[t], reason) for t in job_tags]
         await self._dead_letter(poison, now)
         if skip:
-            self._stats["skipped"] += len(skip)
+            self._counts.skipped += len(skip)
             await persist("ack", lambda: self.transport.ack(skip))
-        self._stats["claimed"] += len(claimed)
+        self._counts.claimed += len(claimed)
         for job in claimed:
             await self.runs.send(RunJob(job=job, delivery_tag=tags[job.id][0]))

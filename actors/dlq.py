@@ -19,10 +19,10 @@ from taskflow.ports import Bury, EventBus, JobQueries, JobQuery, JobStore, Trans
 from taskflow.streams import receive_batch
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DlqStats:
-    buried: int
-    replayed: int
+    buried: int = 0
+    replayed: int = 0
 
 
 @dataclass(kw_only=True)
@@ -41,7 +41,7 @@ class DlqKeeper:
     events: EventBus
     clock: Clock
     retrying: Retrying = field(default_factory=Retrying)
-    _stats: dict[str, int] = field(default_factory=lambda: {"buried": 0, "replayed": 0}, init=False)
+    _counts: DlqStats = field(default_factory=DlqStats, init=False)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -53,7 +53,7 @@ class DlqKeeper:
             await self._bury(batch)
 
     def statistics(self) -> DlqStats:
-        return DlqStats(**self._stats)
+        return replace(self._counts)
 
     async def _bury(self, batch: list[DeadLetterJob]) -> None:
         now = self.clock.now()
@@ -92,7 +92,7 @@ class DlqKeeper:
             for d, c, job in zip(batch, changes, applied, strict=True)
             if job is not None and not isinstance(job, NotStorable)
         ]
-        self._stats["buried"] += len(events)
+        self._counts.buried += len(events)
         await self.events.publish(events)
 
     async def dead_letters(
@@ -112,7 +112,7 @@ class DlqKeeper:
             await self.events.publish(
                 [JobReplayed(job_id=j.id, replay_count=j.replay_count, at=now) for j in jobs]
             )
-        self._stats["replayed"] += len(jobs)
+        self._counts.replayed += len(jobs)
         return jobs
 
     async def replay_all(self, *, task: str | None = None, batch: int = 500) -> int:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import enum
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import anyio
@@ -50,15 +51,15 @@ AfterAttempt = Callable[[Outcome], None]
 """A hook run after each attempt's outcome is recorded (see ``ExecutorPool.after_attempt``)."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ExecutorStats:
-    capacity: int
-    busy: int
-    started: int
-    finished: int
-    stale_outcomes: int
+    capacity: int = 0
+    busy: int = 0
+    started: int = 0
+    finished: int = 0
+    stale_outcomes: int = 0
     """Outcomes refused by the store's fence: the attempt had been taken over elsewhere."""
-    released: int
+    released: int = 0
 
 
 @dataclass
@@ -86,12 +87,21 @@ class _ThreadCall:
             self.done.set()
 
 
+class StopReason(enum.Enum):
+    """Why an attempt was stopped before its task returned (a timeout is its own outcome)."""
+
+    CANCELLED = "cancelled"
+    """A user cancelled the job: recorded ``cancelled``."""
+    LEASE_LOST = "lease_lost"
+    """The lease renewal found another attempt owns the job: this one's outcome is moot."""
+
+
 @dataclass(kw_only=True)
 class _Running:
     job: Job
     scope: anyio.CancelScope
     ctx: JobContext
-    reason: str | None = None  # "cancelled" | "lease_lost"
+    reason: StopReason | None = None
 
 
 @dataclass(kw_only=True)
@@ -127,10 +137,7 @@ class ExecutorPool:
     _shields: set[anyio.CancelScope] = field(default_factory=set, init=False)
     _idle: anyio.Event | None = field(default=None, init=False)
     _stop: anyio.Event | None = field(default=None, init=False)
-    _stats: dict[str, int] = field(
-        default_factory=lambda: {"started": 0, "finished": 0, "stale_outcomes": 0, "released": 0},
-        init=False,
-    )
+    _counts: ExecutorStats = field(default_factory=ExecutorStats, init=False)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         self._stop = anyio.Event()
@@ -181,9 +188,9 @@ class ExecutorPool:
             if len(self._cancel_early) > 10_000:
                 self._cancel_early.pop()
             return False
-        running.reason = "cancelled"
+        running.reason = StopReason.CANCELLED
         running.scope.cancel()
-        running.ctx._cancel.set()
+        running.ctx.cancel()
         return True
 
     def idle(self) -> bool:
@@ -191,7 +198,7 @@ class ExecutorPool:
         return self._inflight == 0
 
     def statistics(self) -> ExecutorStats:
-        return ExecutorStats(capacity=self.concurrency, busy=len(self._running), **self._stats)
+        return replace(self._counts, capacity=self.concurrency, busy=len(self._running))
 
     # ------------------------------------------------------------ executors
 
@@ -246,16 +253,17 @@ class ExecutorPool:
         job = run.job
         if call.threaded and not call.done.is_set():
             log.warning("waiting_for_sync_task", job_id=job.id, attempt=job.attempts)
-            renewed = self.clock.now()
             try:
-                while not call.done.is_set():
-                    if self.clock.now() - renewed >= self.lease / 3:  # the renewer has stopped
-                        renewed = self.clock.now()
-                        with contextlib.suppress(StoreError):
-                            until = renewed + self.lease
-                            renew = Renew(job_id=job.id, attempt=job.attempts, until=until)
-                            await self.store.settle([renew], now=renewed)
-                    await anyio.sleep(0.02)
+                # Wait for the thread in a thread (no polling), renewing the lease every
+                # lease/3 ourselves: the renewer has stopped with the rest of the pool.
+                while not await anyio.to_thread.run_sync(
+                    call.done.wait, self.lease / 3, abandon_on_cancel=True
+                ):
+                    renewed = self.clock.now()
+                    with contextlib.suppress(StoreError):
+                        until = renewed + self.lease
+                        renew = Renew(job_id=job.id, attempt=job.attempts, until=until)
+                        await self.store.settle([renew], now=renewed)
             except anyio.get_cancelled_exc_class():
                 log.warning("sync_task_left_to_its_lease", job_id=job.id)  # forced
                 raise
@@ -270,7 +278,7 @@ class ExecutorPool:
     ) -> Outcome:
         job = run.job
         started = self.clock.now()
-        self._stats["started"] += 1
+        self._counts.started += 1
         await self.events.publish(
             [
                 JobStarted(
@@ -315,11 +323,11 @@ class ExecutorPool:
                 run, started, _error("task_error", exc), error_types=type_names(type(exc)), ctx=ctx
             )
         finally:
-            ctx._cancel.set()
+            ctx.cancel()
             del self._running[job.id]
         lines = tuple(ctx.log_lines())
         if running.scope.cancelled_caught or running.reason is not None:
-            if running.reason == "lease_lost":
+            if running.reason is StopReason.LEASE_LOST:
                 return self._failed(
                     run,
                     started,
@@ -427,7 +435,7 @@ class ExecutorPool:
         except (StoreError, TransportError) as exc:
             log.warning("release_failed", job_id=job_id, error=exc.message)
             return
-        self._stats["released"] += 1
+        self._counts.released += 1
 
     # ------------------------------------------------------------ writers
 
@@ -473,7 +481,7 @@ class ExecutorPool:
             stale = [o for o, job in zip(settled, applied, strict=True) if job is None]
             for o in stale:
                 log.warning("stale_outcome_dropped", job_id=o.job_id, attempt=o.attempt)
-            self._stats["stale_outcomes"] += len(stale)
+            self._counts.stale_outcomes += len(stale)
             refused = [
                 (o, job)
                 for o, job in zip(settled, applied, strict=True)
@@ -496,7 +504,7 @@ class ExecutorPool:
         if failed:
             self._after_attempt(failed)
             await self.events.publish(failed)
-        self._stats["finished"] += len(batch)
+        self._counts.finished += len(batch)
         self._inflight -= len(batch)
         self._check_idle()
 
@@ -563,9 +571,9 @@ class ExecutorPool:
                     self.cancel(job.id)
                 if job is None and r.job.id in self._running and r.reason is None:
                     log.warning("lease_lost", job_id=r.job.id, attempt=r.job.attempts)
-                    r.reason = "lease_lost"
+                    r.reason = StopReason.LEASE_LOST
                     r.scope.cancel()
-                    r.ctx._cancel.set()
+                    r.ctx.cancel()
 
     async def _listen_for_cancels(
         self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 from anyio.abc import TaskStatus
@@ -34,12 +34,12 @@ class Submission:
     error: BaseException | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class IngestStats:
-    submitted: int
-    batches: int
-    rejected: int
-    publish_deferred: int
+    submitted: int = 0
+    batches: int = 0
+    rejected: int = 0
+    publish_deferred: int = 0
     """Jobs stored but not published at once (the transport failed): the outbox sweep's."""
 
 
@@ -67,15 +67,7 @@ class Ingest:
     _outbox: MemoryObjectSendStream[Submission] = field(init=False, repr=False)
     _inbox: MemoryObjectReceiveStream[Submission] = field(init=False, repr=False)
     _stopping: bool = field(default=False, init=False)
-    _stats: dict[str, int] = field(
-        default_factory=lambda: {
-            "submitted": 0,
-            "batches": 0,
-            "rejected": 0,
-            "publish_deferred": 0,
-        },
-        init=False,
-    )
+    _counts: IngestStats = field(default_factory=IngestStats, init=False)
 
     def __post_init__(self) -> None:
         self._outbox, self._inbox = anyio.create_memory_object_stream[Submission](self.mailbox)
@@ -133,7 +125,7 @@ class Ingest:
             await self._commit(group)
 
     def statistics(self) -> IngestStats:
-        return IngestStats(**self._stats)
+        return replace(self._counts)
 
     # ------------------------------------------------------------ internals
 
@@ -228,7 +220,7 @@ class Ingest:
             # The rows are committed: the reaper's outbox sweep publishes them later, so the
             # submission is accepted all the same (invariant 1).
             log.warning("publish_deferred", jobs=len(due), error=str(exc))
-            self._stats["publish_deferred"] += len(due)
+            self._counts.publish_deferred += len(due)
         await self.events.publish(
             [
                 JobSubmitted(
@@ -241,8 +233,8 @@ class Ingest:
                 for j in new_jobs
             ]
         )
-        self._stats["batches"] += 1
-        self._stats["submitted"] += len(new_jobs)
+        self._counts.batches += 1
+        self._counts.submitted += len(new_jobs)
         for sub, _, inserted in stored:
             sub.result = inserted
             sub.done.set()
@@ -272,6 +264,6 @@ class Ingest:
         return [(sub, jobs, Inserted(job_ids=tuple(j.id for j in jobs))) for sub, jobs in plain]
 
     def _fail(self, sub: Submission, exc: BaseException) -> None:
-        self._stats["rejected"] += 1
+        self._counts.rejected += 1
         sub.error = exc
         sub.done.set()

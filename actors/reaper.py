@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import anyio
 from anyio.abc import TaskStatus
@@ -18,13 +18,13 @@ from taskflow.ports import EventBus, JobStore, LogStore, Transport
 log = get_logger("taskflow.reaper")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ReaperStats:
-    recovered: int
-    buried: int
-    purged: int
-    sweeps: int
-    republished: int
+    recovered: int = 0
+    buried: int = 0
+    purged: int = 0
+    sweeps: int = 0
+    republished: int = 0
 
 
 @dataclass(kw_only=True)
@@ -46,16 +46,7 @@ class Reaper:
     retention_failed: float = limits.RETENTION_FAILED
     batch: int = 1000
     outbox_grace: float = 5.0
-    _stats: dict[str, int] = field(
-        default_factory=lambda: {
-            "recovered": 0,
-            "buried": 0,
-            "purged": 0,
-            "sweeps": 0,
-            "republished": 0,
-        },
-        init=False,
-    )
+    _counts: ReaperStats = field(default_factory=ReaperStats, init=False)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
@@ -67,7 +58,7 @@ class Reaper:
             await anyio.sleep(self.interval)
 
     def statistics(self) -> ReaperStats:
-        return ReaperStats(**self._stats)
+        return replace(self._counts)
 
     async def sweep(self) -> None:
         now = self.clock.now()
@@ -102,8 +93,8 @@ class Reaper:
         )
         if purged:
             await self.logs.delete(purged)
-        self._stats["recovered"] += len(recovered.requeued)
-        self._stats["buried"] += len(recovered.buried)
-        self._stats["purged"] += len(purged)
-        self._stats["republished"] += len(lost)
-        self._stats["sweeps"] += 1
+        self._counts.recovered += len(recovered.requeued)
+        self._counts.buried += len(recovered.buried)
+        self._counts.purged += len(purged)
+        self._counts.republished += len(lost)
+        self._counts.sweeps += 1

@@ -24,12 +24,12 @@ from taskflow.streams import receive_batch
 log = get_logger("taskflow.retrier")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RetrierStats:
-    retried: int
-    given_up: int
-    promoted: int
-    stale: int
+    retried: int = 0
+    given_up: int = 0
+    promoted: int = 0
+    stale: int = 0
 
 
 @dataclass(kw_only=True)
@@ -54,9 +54,7 @@ class Retrier:
     promote_batch: int = 500
     retrying: Retrying = field(default_factory=Retrying)
     _wake: anyio.Event | None = field(default=None, init=False)
-    _stats: dict[str, int] = field(
-        default_factory=lambda: {"retried": 0, "given_up": 0, "promoted": 0, "stale": 0}, init=False
-    )
+    _counts: RetrierStats = field(default_factory=RetrierStats, init=False)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         async with anyio.create_task_group() as tg:
@@ -67,7 +65,7 @@ class Retrier:
             tg.cancel_scope.cancel()
 
     def statistics(self) -> RetrierStats:
-        return RetrierStats(**self._stats)
+        return replace(self._counts)
 
     def wake(self) -> None:
         """Look for due jobs now (a job was scheduled earlier than the promoter's next check)."""
@@ -111,7 +109,7 @@ class Retrier:
                         )
                     )
                 case GiveUp(code=code):
-                    self._stats["given_up"] += 1
+                    self._counts.given_up += 1
                     await self.dead.send(DeadLetterJob(failure=failure, code=code))
         if not retries:
             return
@@ -128,16 +126,16 @@ class Retrier:
         scheduled = []
         for (failure, change), job in zip(retries, applied, strict=True):
             if isinstance(job, NotStorable):  # its error was refused: bury it with one we wrote
-                self._stats["given_up"] += 1
+                self._counts.given_up += 1
                 error = JobError(code="error_not_storable", message="the error could not be stored")
                 dead = DeadLetterJob(failure=replace(failure, error=error), code=error.code)
                 await self.dead.send(dead)
                 continue
             if job is None:
-                self._stats["stale"] += 1
+                self._counts.stale += 1
                 log.warning("stale_failure_dropped", job_id=failure.job_id, attempt=failure.attempt)
                 continue
-            self._stats["retried"] += 1
+            self._counts.retried += 1
             scheduled.append(
                 JobScheduled(
                     job_id=job.id,
@@ -191,5 +189,5 @@ class Retrier:
         """Move due scheduled jobs to pending and publish them; returns how many."""
         jobs = await self.store.promote_due(now=self.clock.now(), limit=self.promote_batch)
         await publish_jobs(self.transport, self.store, jobs)
-        self._stats["promoted"] += len(jobs)
+        self._counts.promoted += len(jobs)
         return len(jobs)

@@ -46,6 +46,11 @@ class JobContext:
         if self._sink is not None:
             self._sink(self.job_id, self.attempt, pct, message)
 
+    def cancel(self) -> None:
+        """Turn ``cancelled`` true. The runtime calls it when the attempt is cancelled, times
+        out or loses its lease; a sync task that checks ``cancelled`` then stops."""
+        self._cancel.set()
+
     @property
     def cancelled(self) -> bool:
         """True once the attempt was cancelled or timed out; sync tasks should poll it."""

@@ -138,6 +138,6 @@ def test_cancelled_is_seen_from_a_worker_thread() -> None:
 
     thread = threading.Thread(target=work)
     thread.start()
-    ctx._cancel.set()
+    ctx.cancel()
     thread.join(timeout=10)
     assert seen.is_set()
