@@ -4,26 +4,27 @@ Every event goes to the ``<prefix>.events`` topic exchange with the routing key
 ``<event type in snake_case>.<job_id>`` (``job_succeeded.<id>``; ``<type>.none`` without a
 job id), non-persistent and unconfirmed; a run of events of one type sent together travels
 as one message (a JSON array) keyed ``<type>.batch``, so subscribers bind by type only.
-Every subscriber, in this process or another, gets events the same way: an exclusive,
-auto-delete, server-named queue bound with ``#`` (or ``<type>.*`` per type asked for),
-consumed without acks into a bounded memory stream. There is no local shortcut, so the order and the
-losses are the same for all.
+Each process has one subscription, however many in-process listeners it has (metrics,
+waiters, cancel control, streams to come): an exclusive, server-named queue, bound with
+``#`` or with ``<type>.*`` for each type its listeners asked for, consumed without acks; each
+delivery is decoded once and fanned out to every listener that wants it, each with its own
+bounded buffer and drop counter. There is no local shortcut for events published in the
+same process, so the order and the losses are the same for all.
 
 Nothing blocks a publisher: ``publish`` puts events into a bounded outbox that one task sends;
 a full outbox or a lost connection drops the events (counted in ``dropped``), as does a full
-subscriber buffer. Events are notifications; the store is the truth. A subscriber's queue dies
-with its connection; after a reconnect it is declared and bound again (events in between are
-missed).
+subscriber buffer. Events are notifications; the store is the truth. The queue dies with its
+connection; after a reconnect it is declared and bound again (events in between are missed).
 """
 
 from __future__ import annotations
 
 import re
 import typing
-from collections.abc import AsyncIterator, Callable, Collection, Sequence
+import uuid
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import aiormq.abc
 import anyio
@@ -86,16 +87,31 @@ class RabbitMQEventBusStats:
     subscribers: int
     messages: int
     """AMQP messages sent: a run of events of one type goes as one."""
+    broker_queues: int
+    """Broker queues this process consumes events from: one, however many subscribers."""
+    subscriber_drops: tuple[int, ...]
+    """Events each live subscriber missed because its buffer was full."""
+
+
+_FENCE = b"taskflow-subscriber-fence:"
 
 
 class _Subscriber:
-    def __init__(self, send: MemoryObjectSendStream[Event], bindings: tuple[str, ...]) -> None:
+    """One in-process listener of the process's single broker subscription."""
+
+    def __init__(self, send: MemoryObjectSendStream[Event], kinds: frozenset[type] | None) -> None:
         self.send = send
-        self.bindings = bindings
-        self.session: Session | None = None
-        self.queue: str | None = None
-        self.consumer_tag: str | None = None
+        self.kinds = kinds
+        self.keys = ("#",) if kinds is None else tuple(sorted(f"{kind_key(k)}.*" for k in kinds))
+        self.dropped = 0
         self.closed = False
+        self.fence = uuid.uuid4().hex
+        self.active = anyio.Event()
+        """Set once the fence it sent through the queue came back: what the queue delivered
+        before that was published before it subscribed, and is not for it."""
+
+    def wants(self, event: Event) -> bool:
+        return self.active.is_set() and (self.kinds is None or type(event) in self.kinds)
 
 
 class RabbitMQEventBus:
@@ -122,6 +138,8 @@ class RabbitMQEventBus:
         self._processed = 0
         self._progress: anyio.Event | None = None
         self._subscribers: list[_Subscriber] = []
+        self._queue: str | None = None
+        self._bound: set[str] = set()
         self._current: Session | None = None
         self._attach_lock = anyio.Lock()
         connection.on_connect(self._on_connect)
@@ -151,18 +169,24 @@ class RabbitMQEventBus:
         self, *, buffer: int = 256, kinds: Collection[type[Event]] | None = None
     ) -> AsyncIterator[MemoryObjectReceiveStream[Event]]:
         send, receive = anyio.create_memory_object_stream[Event](buffer)
-        bindings = ("#",) if kinds is None else tuple(f"{kind_key(k)}.*" for k in kinds)
-        subscriber = _Subscriber(send, bindings)
+        subscriber = _Subscriber(send, None if kinds is None else frozenset(kinds))
         # Events published before this call go out before the binding exists (same channel).
         await self._flushed()
         async with self._attach_lock:
             self._subscribers.append(subscriber)
             session = self._current
+            fenced = False
             if session is not None and session.usable:
                 try:
-                    await self._attach(subscriber, session)
+                    await self._bind(session)
+                    await self._send_fence(session, subscriber)
+                    fenced = True
                 except DRIVER_ERRORS as exc:
                     log.warning("subscriber_attach_deferred", error=describe(exc))
+        if fenced:
+            with anyio.move_on_after(self.connection.timeout):
+                await subscriber.active.wait()
+        subscriber.active.set()  # not connected (nothing in flight), or the fence was lost
         try:
             async with receive:
                 yield receive
@@ -170,7 +194,7 @@ class RabbitMQEventBus:
             subscriber.closed = True
             send.close()
             self._subscribers.remove(subscriber)
-            await self._detach(subscriber)
+            await self._unbind_unused()
 
     # ------------------------------------------------------------ sender
 
@@ -235,6 +259,8 @@ class RabbitMQEventBus:
             malformed=self.malformed,
             subscribers=len(self._subscribers),
             messages=self.messages,
+            broker_queues=0 if self._queue is None else 1,
+            subscriber_drops=tuple(sub.dropped for sub in self._subscribers),
         )
 
     # ------------------------------------------------------------ internals
@@ -251,56 +277,78 @@ class RabbitMQEventBus:
     async def _on_connect(self, session: Session) -> None:
         async with self._attach_lock:
             self._current = session
+            self._queue, self._bound = None, set()  # the queue died with the old connection
             with anyio.fail_after(self.connection.timeout):
                 await session.channel.exchange_declare(
                     self.topology.events_exchange, exchange_type="topic", durable=True
                 )
-            for subscriber in list(self._subscribers):
-                await self._attach(subscriber, session)
+            if self._subscribers:
+                await self._bind(session)
 
-    async def _attach(self, subscriber: _Subscriber, session: Session) -> None:
-        if subscriber.closed or subscriber.session is session:
-            return
+    def _wanted(self) -> set[str]:
+        """The routing keys the live subscribers need (``#`` covers every other one)."""
+        keys = {key for s in self._subscribers if not s.closed for key in s.keys}
+        return {"#"} if "#" in keys else keys
+
+    async def _bind(self, session: Session) -> None:
+        """The process's one queue (declared and consumed on first need, per connection),
+        bound to every kind a subscriber asked for; only those cross the wire."""
         channel = session.channel
         with anyio.fail_after(self.connection.timeout):
-            declared = await channel.queue_declare("", exclusive=True, auto_delete=True)
-            queue = declared.queue
-            if queue is None:
-                raise aiormq.exceptions.AMQPError("the broker named no queue")
-            for binding in subscriber.bindings:  # only the kinds it asked for cross the wire
-                await channel.queue_bind(queue, self.topology.events_exchange, routing_key=binding)
-            ok = await channel.basic_consume(queue, self._callback(subscriber), no_ack=True)
-        subscriber.session, subscriber.queue, subscriber.consumer_tag = (
-            session,
-            queue,
-            ok.consumer_tag,
-        )
+            if self._queue is None:
+                declared = await channel.queue_declare("", exclusive=True, auto_delete=True)
+                if declared.queue is None:
+                    raise aiormq.exceptions.AMQPError("the broker named no queue")
+                await channel.basic_consume(declared.queue, self._on_message, no_ack=True)
+                self._queue = declared.queue
+            for key in sorted(self._wanted() - self._bound):
+                await channel.queue_bind(
+                    self._queue, self.topology.events_exchange, routing_key=key
+                )
+                self._bound.add(key)
 
-    async def _detach(self, subscriber: _Subscriber) -> None:
-        session, tag = subscriber.session, subscriber.consumer_tag
-        subscriber.session = subscriber.consumer_tag = None
-        if session is None or tag is None or not session.usable:
-            return  # its exclusive queue went with the connection
-        with anyio.CancelScope(shield=True), anyio.move_on_after(self.connection.timeout):
-            try:
-                # The queue is auto-delete: cancelling its only consumer deletes it.
-                await session.channel.basic_cancel(tag)
-            except DRIVER_ERRORS as exc:
-                log.debug("subscriber_cancel_failed", error=describe(exc))
+    async def _send_fence(self, session: Session, subscriber: _Subscriber) -> None:
+        """Through the default exchange straight to our queue, behind everything this
+        process published so far (one channel keeps the order)."""
+        assert self._queue is not None
+        with anyio.fail_after(self.connection.timeout):
+            await session.channel.basic_publish(
+                _FENCE + subscriber.fence.encode(), exchange="", routing_key=self._queue
+            )
 
-    def _callback(self, subscriber: _Subscriber) -> Callable[[aiormq.abc.DeliveredMessage], Any]:
-        async def on_message(message: aiormq.abc.DeliveredMessage) -> None:
-            # A task of its own (aiormq); never raise (no ack: nothing to stall, but count).
-            try:
-                self._deliver(subscriber, message.body)
-            except Exception as exc:
-                self.dropped += 1
-                log.error("event_delivery_failed", error=describe(exc))
+    async def _unbind_unused(self) -> None:
+        """After a subscriber left: unbind the kinds nobody asks for any more (best effort)."""
+        async with self._attach_lock:
+            session, queue = self._current, self._queue
+            if session is None or queue is None or not session.usable:
+                return
+            unused = self._bound - self._wanted()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self.connection.timeout):
+                for key in sorted(unused):
+                    try:
+                        await session.channel.queue_unbind(
+                            queue, self.topology.events_exchange, routing_key=key
+                        )
+                    except DRIVER_ERRORS as exc:
+                        log.debug("event_unbind_failed", error=describe(exc))
+                        return
+                    self._bound.discard(key)
 
-        return on_message
+    async def _on_message(self, message: aiormq.abc.DeliveredMessage) -> None:
+        # A task of its own (aiormq); never raise (no ack: nothing to stall, but count).
+        try:
+            self._deliver(message.body)
+        except Exception as exc:
+            self.dropped += 1
+            log.error("event_delivery_failed", error=describe(exc))
 
-    def _deliver(self, subscriber: _Subscriber, body: bytes) -> None:
-        if subscriber.closed:
+    def _deliver(self, body: bytes) -> None:
+        """Decode once, then fan out to every subscriber that wants each event."""
+        if body.startswith(_FENCE):
+            token = body[len(_FENCE) :].decode(errors="replace")
+            for subscriber in self._subscribers:
+                if subscriber.fence == token:
+                    subscriber.active.set()
             return
         try:
             events = decode_many(body)
@@ -313,14 +361,18 @@ class RabbitMQEventBus:
                 self.malformed += 1
                 log.warning("event_malformed", reason=f"not an event: {type(event).__name__}")
                 continue
-            try:
-                subscriber.send.send_nowait(event)  # type: ignore[arg-type]
-            except anyio.WouldBlock:
-                self.dropped += 1
-            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-                return
-            else:
-                self.received += 1
+            for subscriber in list(self._subscribers):
+                if subscriber.closed or not subscriber.wants(event):  # type: ignore[arg-type]
+                    continue
+                try:
+                    subscriber.send.send_nowait(event)  # type: ignore[arg-type]
+                except anyio.WouldBlock:
+                    subscriber.dropped += 1
+                    self.dropped += 1
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    continue
+                else:
+                    self.received += 1
 
 
 @asynccontextmanager

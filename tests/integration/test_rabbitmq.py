@@ -10,6 +10,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Any
 
 import aiormq
@@ -622,3 +623,45 @@ async def test_concurrent_settlements_never_break_the_channel(
     assert done == Counter(m.job_id for m in sent)
     assert transport.connection.generation == generation
     assert transport.statistics().reconnects == 0
+
+
+# ------------------------------------------------------------------ one subscription per process
+
+
+async def test_many_subscribers_share_one_broker_queue_each_with_its_own_buffer(
+    rabbit_vhost: Vhost,
+) -> None:
+    from tests.rabbit import arabbitmqctl
+
+    async def queues() -> list[str]:
+        out = await arabbitmqctl(
+            "list_queues", "-p", rabbit_vhost.name, "--no-table-headers", "name"
+        )
+        return [line.strip() for line in out.splitlines() if line.strip()]
+
+    def submitted(n: int) -> JobSubmitted:
+        return JobSubmitted(job_id=f"s{n}", task="echo", queue="default", at=1.0)
+
+    async def take(stream: Any, n: int) -> list[Event]:
+        return [await stream.receive() for _ in range(n)]
+
+    started = JobStarted(job_id="j", task="t", attempt=1, at=1.0, queued_at=0.0)
+    async with open_test_event_bus(rabbit_vhost.url) as bus, AsyncExitStack() as stack:
+        everything = [await stack.enter_async_context(bus.subscribe(buffer=64)) for _ in range(5)]
+        only_submitted = [
+            await stack.enter_async_context(bus.subscribe(buffer=64, kinds=[JobSubmitted]))
+            for _ in range(5)
+        ]
+        tiny = await stack.enter_async_context(bus.subscribe(buffer=1))
+        assert len(await queues()) == 1  # eleven listeners, one broker subscription
+        assert bus.statistics().broker_queues == 1
+        await bus.publish([submitted(0), started, submitted(1)])
+        with anyio.fail_after(10):
+            for stream in everything:
+                assert await take(stream, 3) == [submitted(0), started, submitted(1)]
+            for stream in only_submitted:
+                assert await take(stream, 2) == [submitted(0), submitted(1)]
+            while sum(bus.statistics().subscriber_drops) < 2:  # noqa: ASYNC110
+                await anyio.sleep(0.01)
+        assert bus.statistics().subscriber_drops == (0,) * 10 + (2,)
+        assert tiny.receive_nowait() == submitted(0)
