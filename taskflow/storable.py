@@ -18,6 +18,8 @@ import msgspec
 
 from taskflow.limits import MAX_DEPTH, MAX_INT_BITS
 
+_TOO_LARGE = "is an integer too large to store (at most about 4,200 digits)"
+
 
 @dataclass(frozen=True, slots=True)
 class Unstorable:
@@ -31,6 +33,8 @@ def text_problem(text: str) -> str | None:
     """Why PostgreSQL would refuse ``text``, or ``None``."""
     if "\x00" in text:
         return "contains a NUL character (\\u0000), which PostgreSQL cannot store"
+    if text.isascii():  # the common case: no surrogate possible, nothing to encode
+        return None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -58,12 +62,16 @@ def find_unstorable(value: Any, root: str = "payload") -> Unstorable | None:
 def find_unstorable_result(value: Any, root: str = "result") -> Unstorable | None:
     """Like ``find_unstorable`` for a task's result, which may hold anything the wire codec
     renders (datetimes, dataclasses, sets): what it renders is checked."""
+    if value is None or isinstance(value, bool | float):  # the common cases, at no cost
+        return None
+    if type(value) is int:
+        return None if value.bit_length() <= MAX_INT_BITS else Unstorable(root, _TOO_LARGE)
     try:
         encoded = msgspec.json.encode(value)
     except UnicodeEncodeError as exc:
         return Unstorable(root, f"contains a lone surrogate ({exc.reason})")
     except ValueError:  # Python's int-to-text limit
-        return Unstorable(root, "holds an integer too large to store (at most about 4,200 digits)")
+        return Unstorable(root, _TOO_LARGE)
     except (TypeError, msgspec.EncodeError, OverflowError):
         return None  # not serialisable at all: the caller's own error
     if b"\\u0000" not in encoded and not _has_big_int(value):
@@ -99,7 +107,7 @@ def _problems(value: Any, root: str) -> Iterator[tuple[str, str]]:
                 yield where, problem
         elif isinstance(item, int):
             if item.bit_length() > MAX_INT_BITS:
-                yield where, "is an integer too large to store (at most about 4,200 digits)"
+                yield where, _TOO_LARGE
         elif isinstance(item, float):
             if not math.isfinite(item):
                 yield where, f"is {item!r}, which is not a JSON number"
