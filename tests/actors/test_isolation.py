@@ -8,6 +8,7 @@ value the edge would have stopped.
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -82,6 +83,7 @@ async def runtime(request: pytest.FixtureRequest) -> AsyncIterator[Runtime]:
         ({"s": "\udc00"}, "payload.s"),
         ({"n": float("nan")}, "payload.n"),
         ({"n": 10**5000}, "payload.n"),
+        ({"when": datetime.datetime(2026, 12, 2)}, "payload.when"),
     ],
 )
 async def test_the_python_api_refuses_an_unstorable_payload_naming_the_field(
