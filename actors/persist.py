@@ -41,6 +41,16 @@ class Retrying:
     _calls: dict[int, StuckCall] = field(default_factory=dict)
     _ids: itertools.count[int] = field(default_factory=itertools.count)
 
+    def begin(self) -> int:
+        """A key for one call (``persist``), to report its failures under."""
+        return next(self._ids)
+
+    def failing(self, key: int, call: StuckCall) -> None:
+        self._calls[key] = call
+
+    def end(self, key: int) -> None:
+        self._calls.pop(key, None)
+
     def stuck(self) -> list[StuckCall]:
         """Calls that failed at least twice in a row and are still retrying."""
         return [c for c in self._calls.values() if c.retries >= 2]
@@ -56,7 +66,7 @@ async def persist(
 ) -> T:
     backoff = Backoff(base=base, cap=cap)
     register = retrying if retrying is not None else Retrying()
-    key = next(register._ids)
+    key = register.begin()
     retries = 0
     try:
         while True:
@@ -65,11 +75,11 @@ async def persist(
             except (StoreError, TransportError) as exc:
                 delay = backoff.delay(retries)
                 retries += 1
-                register._calls[key] = StuckCall(call=what, retries=retries, error=exc.message)
+                register.failing(key, StuckCall(call=what, retries=retries, error=exc.message))
                 log.warning("dependency_unavailable", call=what, error=exc.message, retry_in=delay)
                 await anyio.sleep(delay)
     finally:
-        register._calls.pop(key, None)
+        register.end(key)
 
 
 async def settle_isolated(
