@@ -9,12 +9,13 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from actors.attempt import public_failed
 from actors.outbox import publish_jobs
-from actors.persist import Retrying, persist, settle_isolated
+from actors.settle import Entry, Recorder
 from taskflow.clock import Clock
 from taskflow.errors import NotStorable
 from taskflow.jobs import Job, JobError, JobStatus
-from taskflow.messages import DeadLetterJob, JobDeadLettered, JobReplayed
+from taskflow.messages import AttemptFailed, DeadLetterJob, JobDeadLettered, JobReplayed
 from taskflow.ports import Bury, EventBus, JobQueries, JobQuery, JobStore, Transport
 from taskflow.streams import receive_batch
 
@@ -30,17 +31,18 @@ class DlqKeeper:
     """Bury failed jobs and replay them on request.
 
     Inputs: DeadLetterJob (from the retrier); ``replay``/``replay_all`` calls.
-    Outputs: Bury writes + acks, JobDeadLettered; JobMessages and JobReplayed on replay.
+    Outputs: Bury + ack through ``recorder``, then JobFailed (``will_retry`` false) and
+    JobDeadLettered events; JobMessages and JobReplayed on replay.
     Restart: permanent. State: none; dead letters are jobs with status ``failed``.
     """
 
     inbox: MemoryObjectReceiveStream[DeadLetterJob]
+    recorder: Recorder
     store: JobStore
     queries: JobQueries
     transport: Transport
     events: EventBus
     clock: Clock
-    retrying: Retrying = field(default_factory=Retrying)
     _counts: DlqStats = field(default_factory=DlqStats, init=False)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -56,44 +58,31 @@ class DlqKeeper:
         return replace(self._counts)
 
     async def _bury(self, batch: list[DeadLetterJob]) -> None:
-        now = self.clock.now()
-        changes = [
-            Bury(
-                job_id=d.failure.job_id,
-                attempt=d.failure.attempt,
-                error=replace(d.failure.error, reason=d.code),
-            )
-            for d in batch
-        ]
-        applied = await settle_isolated(
-            self.store, changes, now=now, what="bury", retrying=self.retrying
-        )
-        for i, job in enumerate(applied):
-            if isinstance(job, NotStorable):  # its error was refused: bury it with one we wrote
-                error = JobError(
-                    code="error_not_storable",
-                    message="the error could not be stored",
-                    reason=changes[i].error.reason,
-                )
-                changes[i] = replace(changes[i], error=error)
-                (applied[i],) = await settle_isolated(
-                    self.store, [changes[i]], now=now, what="bury", retrying=self.retrying
-                )
-        tags = [
-            d.failure.delivery_tag
-            for d, job in zip(batch, applied, strict=True)
-            if not isinstance(job, NotStorable)  # still refused: left to its lease
-        ]
-        await persist("ack", lambda: self.transport.ack(tags), retrying=self.retrying)
-        events = [
+        entries = [self._entry(d.failure, d.code) for d in batch]
+        applied = await self.recorder.record(entries, what="bury")
+        refused = [d for d, job in zip(batch, applied, strict=True) if isinstance(job, NotStorable)]
+        if refused:  # their errors were refused: bury them with one we wrote
+            entries = [self._entry(_unstorable(d.failure), d.code) for d in refused]
+            # One by one: one still refused is left to its lease, not its neighbours.
+            applied += [
+                job for e in entries for job in await self.recorder.record([e], what="bury")
+            ]
+        self._counts.buried += sum(isinstance(job, Job) for job in applied)
+
+    def _entry(self, failure: AttemptFailed, code: str) -> Entry:
+        error = replace(failure.error, reason=code)
+        change = Bury(job_id=failure.job_id, attempt=failure.attempt, error=error)
+        events = (
+            replace(public_failed(failure, will_retry=False), error=error),
             JobDeadLettered(
-                job_id=c.job_id, task=d.failure.task, attempt=c.attempt, at=now, error=c.error
-            )
-            for d, c, job in zip(batch, changes, applied, strict=True)
-            if job is not None and not isinstance(job, NotStorable)
-        ]
-        self._counts.buried += len(events)
-        await self.events.publish(events)
+                job_id=failure.job_id,
+                task=failure.task,
+                attempt=failure.attempt,
+                at=self.clock.now(),
+                error=error,
+            ),
+        )
+        return Entry(change, failure.delivery_tag, events)
 
     async def dead_letters(
         self, *, limit: int = 50, offset: int = 0, task: str | None = None
@@ -126,3 +115,8 @@ class DlqKeeper:
             total += len(replayed)
             if not replayed:
                 return total
+
+
+def _unstorable(failure: AttemptFailed) -> AttemptFailed:
+    error = JobError(code="error_not_storable", message="the error could not be stored")
+    return replace(failure, error=error)

@@ -16,7 +16,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from taskflow.log import get_logger
-from taskflow.messages import Outcome
+from taskflow.messages import AttemptFinished
 from taskflow.ports import LogStore
 from taskflow.streams import receive_batch
 
@@ -59,7 +59,7 @@ class LogShipper:
     def __post_init__(self) -> None:
         self._send, self._receive = anyio.create_memory_object_stream[ShipLines](self.buffer)
 
-    def ship(self, outcome: Outcome) -> None:
+    def ship(self, outcome: AttemptFinished) -> None:
         """The ``after_attempt`` hook: queue the attempt's lines, if it logged any."""
         if not outcome.log_lines:
             return

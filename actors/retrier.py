@@ -9,13 +9,14 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from actors.attempt import public_failed
 from actors.outbox import publish_jobs
-from actors.persist import Retrying, persist, settle_isolated
+from actors.settle import Entry, Recorder
 from taskflow.clock import Clock
 from taskflow.errors import NotStorable, StoreError, TransportError, UnknownTask
 from taskflow.jobs import JobError
 from taskflow.log import get_logger
-from taskflow.messages import DeadLetterJob, JobFailed, JobScheduled, JobSubmitted
+from taskflow.messages import AttemptFailed, DeadLetterJob, JobScheduled, JobSubmitted
 from taskflow.ports import EventBus, JobQueries, JobStore, Reschedule, Transport
 from taskflow.registry import TaskRegistry
 from taskflow.retry import GiveUp, RetryAfter, RetryPolicy
@@ -36,13 +37,15 @@ class RetrierStats:
 class Retrier:
     """Decide what a failed attempt becomes, and promote scheduled jobs when they are due.
 
-    Inputs: JobFailed (from the executor pool); JobSubmitted/JobScheduled events wake the
-    promoter early. Outputs: Reschedule writes + acks; DeadLetterJob to the DLQ keeper;
-    JobMessages for promoted jobs. Restart: permanent. State: none; run_at lives in the store.
+    Inputs: AttemptFailed (from the executor pool); JobSubmitted events wake the promoter
+    early. Outputs: Reschedule + ack through ``recorder``, then JobFailed (``will_retry``) and
+    JobScheduled events; DeadLetterJob to the DLQ keeper; JobMessages for promoted jobs.
+    Restart: permanent. State: none; run_at lives in the store.
     """
 
-    inbox: MemoryObjectReceiveStream[JobFailed]
+    inbox: MemoryObjectReceiveStream[AttemptFailed]
     dead: MemoryObjectSendStream[DeadLetterJob]
+    recorder: Recorder
     store: JobStore
     queries: JobQueries
     transport: Transport
@@ -52,7 +55,6 @@ class Retrier:
     rng: random.Random = field(default_factory=random.Random)
     promote_interval: float = 1.0
     promote_batch: int = 500
-    retrying: Retrying = field(default_factory=Retrying)
     _wake: anyio.Event | None = field(default=None, init=False)
     _counts: RetrierStats = field(default_factory=RetrierStats, init=False)
 
@@ -82,9 +84,10 @@ class Retrier:
                 return
             await self._decide(batch)
 
-    async def _decide(self, batch: list[JobFailed]) -> None:
+    async def _decide(self, batch: list[AttemptFailed]) -> None:
         now = self.clock.now()
-        retries: list[tuple[JobFailed, Reschedule]] = []
+        retries: list[AttemptFailed] = []
+        entries: list[Entry] = []
         for failure in batch:
             decision = self._policy(failure.task).decide(
                 attempt=failure.attempt,
@@ -97,55 +100,39 @@ class Retrier:
                 decision = GiveUp(code="non_retryable")
             match decision:
                 case RetryAfter(delay=delay):
-                    retries.append(
-                        (
-                            failure,
-                            Reschedule(
-                                job_id=failure.job_id,
-                                attempt=failure.attempt,
-                                run_at=now + delay,
-                                error=failure.error,
-                            ),
-                        )
+                    change = Reschedule(
+                        job_id=failure.job_id,
+                        attempt=failure.attempt,
+                        run_at=now + delay,
+                        error=failure.error,
                     )
+                    scheduled = JobScheduled(
+                        job_id=failure.job_id,
+                        attempt=failure.attempt,
+                        run_at=change.run_at,
+                        at=now,
+                        error=failure.error,
+                    )
+                    events = (public_failed(failure, will_retry=True), scheduled)
+                    retries.append(failure)
+                    entries.append(Entry(change, failure.delivery_tag, events))
                 case GiveUp(code=code):
                     self._counts.given_up += 1
                     await self.dead.send(DeadLetterJob(failure=failure, code=code))
-        if not retries:
+        if not entries:
             return
-        changes = [r for _, r in retries]
-        applied = await settle_isolated(
-            self.store, changes, now=now, what="reschedule", retrying=self.retrying
-        )
-        tags = [
-            f.delivery_tag
-            for (f, _), job in zip(retries, applied, strict=True)
-            if not isinstance(job, NotStorable)
-        ]
-        await persist("ack", lambda: self.transport.ack(tags), retrying=self.retrying)
-        scheduled = []
-        for (failure, change), job in zip(retries, applied, strict=True):
+        applied = await self.recorder.record(entries, what="reschedule")
+        for failure, job in zip(retries, applied, strict=True):
             if isinstance(job, NotStorable):  # its error was refused: bury it with one we wrote
                 self._counts.given_up += 1
                 error = JobError(code="error_not_storable", message="the error could not be stored")
                 dead = DeadLetterJob(failure=replace(failure, error=error), code=error.code)
                 await self.dead.send(dead)
-                continue
-            if job is None:
+            elif job is None:
                 self._counts.stale += 1
                 log.warning("stale_failure_dropped", job_id=failure.job_id, attempt=failure.attempt)
-                continue
-            self._counts.retried += 1
-            scheduled.append(
-                JobScheduled(
-                    job_id=job.id,
-                    attempt=failure.attempt,
-                    run_at=change.run_at,
-                    at=now,
-                    error=failure.error,
-                )
-            )
-        await self.events.publish(scheduled)
+            else:
+                self._counts.retried += 1
         self.wake()
 
     def _policy(self, task: str) -> RetryPolicy:

@@ -6,13 +6,16 @@ executors drain within the grace period, then stops the retrier, DLQ keeper and 
 and the web edge last (it answers 503 while the rest drains).
 
     web edge (api) ──submit──▶ ingest ──group commit──▶ store ──JobMessage──▶ transport
-    transport ──Delivery──▶ dispatcher ──claim, RunJob──▶ executor pool ──JobFailed──▶ retrier
-                                                  │                            │
-                                    Complete/MarkCancelled + ack     Reschedule + ack
-                                                                     DeadLetterJob──▶ dlq keeper
-    reaper (periodic): expired leases, unpublished rows, retention ──▶ store, transport
+    transport ──Delivery──▶ dispatcher ──claim, RunJob──▶ executor pool ──AttemptFailed──▶ retrier
+                                                  │    └─after_attempt─▶ log shipper ─▶ log store
+                                                  │                        │       └─DeadLetterJob─▶ dlq keeper
+                                                  ▼                        ▼                           ▼
+                         recorder (the one door): fenced store change ▶ ack / requeue ▶ events
+                           complete, cancel, release       reschedule                 bury
+    executor pool's in-flight registry: lease renewals, progress ──▶ store; CancelRequested ◀── bus
+    reaper (periodic): expired leases, unpublished rows, retention ──▶ store, transport, logs
     heartbeat (periodic) ──WorkerHeartbeat──▶ event bus
-    every actor ──events──▶ event bus ──▶ metrics collector, waiters, cancel control
+    every actor ──public events──▶ event bus ──▶ metrics collector, waiters, cancel control
 """
 
 from __future__ import annotations
@@ -28,15 +31,17 @@ from actors.dispatcher import Dispatcher
 from actors.dlq import DlqKeeper
 from actors.executor import ExecutorPool
 from actors.heartbeat import Heartbeat
+from actors.inflight import InFlight
 from actors.ingest import Ingest
 from actors.logship import LogShipper
 from actors.metrics import MetricsCollector
 from actors.persist import Retrying
 from actors.reaper import Reaper
 from actors.retrier import Retrier
+from actors.settle import Recorder
 from taskflow import limits
 from taskflow.config import Settings
-from taskflow.messages import DeadLetterJob, JobFailed, RunJob
+from taskflow.messages import AttemptFailed, DeadLetterJob, RunJob
 from taskflow.ports import Delivery
 from taskflow.registry import TaskRegistry
 from taskflow.resources import Resources
@@ -146,7 +151,7 @@ async def open_tree(
 ) -> AsyncIterator[Tree]:
     """Run the tree until the block exits; then stop it gracefully (reverse start order)."""
     runs_send, runs = anyio.create_memory_object_stream[RunJob](0)
-    failures_send, failures = anyio.create_memory_object_stream[JobFailed](64)
+    failures_send, failures = anyio.create_memory_object_stream[AttemptFailed](64)
     dead_send, dead = anyio.create_memory_object_stream[DeadLetterJob](64)
     async with (
         runs_send,
@@ -162,41 +167,48 @@ async def open_tree(
         ) as deliveries,
     ):
         retrying = Retrying()
-        dlq = DlqKeeper(
-            inbox=dead,
-            retrying=retrying,
-            queries=res.queries,
-            events=res.events,
+        # The one recording door: every outcome (complete, cancel, reschedule, bury,
+        # release) is stored, then acked or requeued, then published, through it.
+        recorder = Recorder(
             store=res.store,
             transport=res.transport,
+            events=res.events,
+            clock=res.clock,
+            retrying=retrying,
+        )
+        dlq = DlqKeeper(
+            inbox=dead,
+            recorder=recorder,
+            store=res.store,
+            queries=res.queries,
+            transport=res.transport,
+            events=res.events,
             clock=res.clock,
         )
         retrier = Retrier(
             inbox=failures,
-            retrying=retrying,
             dead=dead_send,
+            recorder=recorder,
+            store=res.store,
             queries=res.queries,
+            transport=res.transport,
             events=res.events,
             registry=registry,
+            clock=res.clock,
             rng=random.Random(cfg.seed),
             promote_interval=cfg.promote_interval,
-            store=res.store,
-            transport=res.transport,
-            clock=res.clock,
         )
         shipper = LogShipper(logs=res.logs)
         pool = ExecutorPool(
             runs=runs,
-            retrying=retrying,
-            after_attempt=[shipper.ship],
             failures=failures_send,
             registry=registry,
+            recorder=recorder,
+            inflight=InFlight(store=res.store, events=res.events, clock=res.clock, lease=cfg.lease),
             events=res.events,
-            concurrency=cfg.concurrency,
-            lease=cfg.lease,
-            store=res.store,
-            transport=res.transport,
             clock=res.clock,
+            after_attempt=[shipper.ship],
+            concurrency=cfg.concurrency,
         )
         dispatcher = Dispatcher(
             deliveries=deliveries,
@@ -256,18 +268,21 @@ async def open_tree(
         by_role = [
             # consumes: every event on the bus, each actor's statistics(); produces: snapshot()
             (ChildSpec(id="metrics", run=metrics.run), {API}),
-            # consumes: DeadLetterJob (dead); produces: Bury + ack, JobDeadLettered;
-            # on request: replay -> JobMessage, JobReplayed
+            # consumes: DeadLetterJob (dead); produces, through the recorder: Bury + ack,
+            # JobFailed (will_retry false) + JobDeadLettered; on request: replay ->
+            # JobMessage, JobReplayed
             (ChildSpec(id="dlq", run=dlq.run), {WORKER}),
-            # consumes: JobFailed (failures), JobSubmitted events; produces: Reschedule + ack,
-            # JobScheduled, DeadLetterJob (dead); promotes due jobs -> JobMessage
+            # consumes: AttemptFailed (failures), JobSubmitted events; produces, through the
+            # recorder: Reschedule + ack, JobFailed (will_retry) + JobScheduled; DeadLetterJob
+            # (dead); promotes due jobs -> JobMessage
             (ChildSpec(id="retrier", run=retrier.run), {WORKER}),
             # consumes: ShipLines (after_attempt hook of the pool); produces: LogStore appends.
             # Started before the pool, so it stops after it and writes the last lines.
             (ChildSpec(id="logs", run=shipper.run, stop=shipper.stop), {WORKER}),
-            # consumes: RunJob (runs), CancelRequested events; produces: Complete/MarkCancelled
-            # + ack, JobStarted/JobProgressed/JobSucceeded/JobCancelled/JobFailed events,
-            # JobFailed (failures), each outcome to after_attempt hooks, lease renewals
+            # consumes: RunJob (runs), CancelRequested events (its in-flight registry);
+            # produces: JobStarted, JobProgressed, lease renewals; through the recorder:
+            # Complete/MarkCancelled + ack, JobSucceeded/JobCancelled; AttemptFailed
+            # (failures); each outcome to the after_attempt hooks (the log shipper)
             (ChildSpec(id="executor", run=pool.run, stop=pool.stop, grace=grace), {WORKER}),
             # consumes: Delivery (transport); produces: fenced claims, RunJob (runs),
             # dead messages (poison -> the transport's dead letters)

@@ -1,7 +1,18 @@
-"""Every message in TaskFlow: commands (imperative) and events (past tense).
+"""Every message in TaskFlow: commands (imperative), internal attempt outcomes, and the
+public events (past tense).
 
 All are frozen, slotted, keyword-only dataclasses; ``Message`` is their union, and
 ``taskflow.codec`` encodes any of them for the wire.
+
+- **Commands** travel on in-memory streams between actors (``JobMessage`` also on the
+  transport). ``CancelRequested`` is the one command broadcast on the event bus (a cancel must
+  reach the process running the attempt).
+- **Attempt outcomes** (``AttemptSucceeded``, ``AttemptFailed``, ``AttemptCancelled``) carry
+  what only the process that ran the attempt needs: the delivery tag to settle, the captured
+  log lines, the full result. They never leave the process and never go on the event bus.
+- **Events** (``Event``) are the public schema: what later streams to browsers and is counted
+  in metrics. They carry no delivery tag, no log lines, and a result only up to
+  ``EVENT_RESULT_BYTES`` (``docs/architecture.md`` lists every field).
 """
 
 from __future__ import annotations
@@ -62,7 +73,7 @@ class RunJob:
 class DeadLetterJob:
     """Move a job whose attempt failed for good to the dead letters."""
 
-    failure: JobFailed
+    failure: AttemptFailed
     code: str
 
 
@@ -73,7 +84,63 @@ class CancelRequested:
     job_id: str
 
 
-# ---------------------------------------------------------------- events
+# ---------------------------------------------------------------- attempt outcomes (internal)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptSucceeded:
+    """The task returned; the result is to be stored, then the delivery acked."""
+
+    job_id: str
+    task: str
+    attempt: int
+    at: float
+    started_at: float
+    created_at: float
+    delivery_tag: int
+    result: Any = None
+    result_bytes: int = 4
+    """The size of the result encoded as JSON (``null`` is 4)."""
+    log_lines: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptFailed:
+    """The attempt failed. The retrier decides what happens next."""
+
+    job_id: str
+    task: str
+    attempt: int
+    max_attempts: int
+    at: float
+    started_at: float
+    error: JobError
+    delivery_tag: int
+    error_types: tuple[str, ...] = ()
+    retryable: bool = True
+    retry_delay: float | None = None
+    log_lines: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AttemptCancelled:
+    """The attempt stopped because a user cancelled the job."""
+
+    job_id: str
+    task: str
+    attempt: int
+    at: float
+    delivery_tag: int
+    log_lines: tuple[str, ...] = ()
+
+
+AttemptFinished = AttemptSucceeded | AttemptFailed | AttemptCancelled
+
+EVENT_RESULT_BYTES = 1024
+"""A ``JobSucceeded`` event carries the result only up to this size encoded; above it,
+``result`` is ``None`` and ``result_omitted`` true (the job's record has it)."""
+
+# ---------------------------------------------------------------- events (public)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,13 +179,14 @@ class JobSucceeded:
     started_at: float
     created_at: float
     result: Any = None
-    delivery_tag: int = 0
-    log_lines: tuple[str, ...] = ()
+    """The result, if it encodes to at most ``EVENT_RESULT_BYTES``."""
+    result_omitted: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class JobFailed:
-    """An attempt failed. The retrier decides what happens next."""
+    """An attempt failed and its outcome is recorded: ``will_retry`` says whether a
+    ``JobScheduled`` follows (a retry) or a ``JobDeadLettered`` (the job gave up)."""
 
     job_id: str
     task: str
@@ -127,11 +195,7 @@ class JobFailed:
     at: float
     started_at: float
     error: JobError
-    error_types: tuple[str, ...] = ()
-    retryable: bool = True
-    retry_delay: float | None = None
-    delivery_tag: int = 0
-    log_lines: tuple[str, ...] = ()
+    will_retry: bool
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -140,8 +204,6 @@ class JobCancelled:
     task: str
     attempt: int
     at: float
-    delivery_tag: int = 0
-    log_lines: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,7 +245,6 @@ class WorkerHeartbeat:
     finished: int = 0
 
 
-Outcome = JobSucceeded | JobFailed | JobCancelled
 Event = (
     JobSubmitted
     | JobStarted
@@ -198,7 +259,7 @@ Event = (
     | WorkerHeartbeat
 )
 Command = NewJob | SubmitJobs | JobMessage | RunJob | DeadLetterJob | CancelRequested
-Message = Command | Event
+Message = Command | AttemptFinished | Event
 
 ALL_MESSAGE_TYPES: tuple[type, ...] = (
     NewJob,
@@ -207,6 +268,9 @@ ALL_MESSAGE_TYPES: tuple[type, ...] = (
     RunJob,
     DeadLetterJob,
     CancelRequested,
+    AttemptSucceeded,
+    AttemptFailed,
+    AttemptCancelled,
     JobSubmitted,
     JobStarted,
     JobProgressed,

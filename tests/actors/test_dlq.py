@@ -14,11 +14,13 @@ from anyio.abc import ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectSendStream
 
 from actors.dlq import DlqKeeper
+from actors.settle import Recorder
 from taskflow.clock import AnyioClock
 from taskflow.codec import decode
 from taskflow.jobs import Job, JobError, JobStatus
 from taskflow.memory import MemoryEventBus, MemoryJobStore, MemoryTransport
 from taskflow.messages import (
+    AttemptFailed,
     DeadLetterJob,
     Event,
     JobDeadLettered,
@@ -58,7 +60,13 @@ async def running_dlq() -> AsyncIterator[Harness]:
     dead_send, dead = anyio.create_memory_object_stream[DeadLetterJob](64)
     async with dead_send, dead, transport.consume(["default"], prefetch=64) as deliveries:
         dlq = DlqKeeper(
-            inbox=dead, store=store, queries=store, transport=transport, events=bus, clock=clock
+            inbox=dead,
+            recorder=Recorder(store=store, transport=transport, events=bus, clock=clock),
+            store=store,
+            queries=store,
+            transport=transport,
+            events=bus,
+            clock=clock,
         )
         async with anyio.create_task_group() as tg:
             await tg.start(dlq.run)
@@ -94,7 +102,7 @@ async def claim(h: Harness, *, max_attempts: int = 3) -> RunJob:
 
 def dead_letter(h: Harness, run: RunJob, code: str = "max_attempts_exceeded") -> DeadLetterJob:
     now = h.clock.now()
-    failure = JobFailed(
+    failure = AttemptFailed(
         job_id=run.job.id,
         task=run.job.task,
         attempt=run.job.attempts,
@@ -143,9 +151,13 @@ async def test_a_dead_letter_is_buried_with_its_reason_and_acked(code: str) -> N
     async with running_dlq() as h, h.bus.subscribe() as events:
         run = await claim(h)
         await h.dead.send(dead_letter(h, run, code))
+        failed = await next_event(events, JobFailed)
         event = await next_event(events, JobDeadLettered)
 
         job = h.store.jobs[run.job.id]
+        # Announced once buried: the attempt failed and will not be retried, then the burial
+        assert (failed.job_id, failed.attempt, failed.will_retry) == (run.job.id, 3, False)
+        assert failed.error == job.error
         assert job.status is JobStatus.FAILED
         assert job.in_dlq
         assert job.error is not None

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import pytest
 
-import actors.executor
+import actors.attempt
 import actors.ingest
 from actors.ingest import Ingest
 from actors.persist import settle_isolated
@@ -143,7 +143,7 @@ async def test_a_result_that_slips_past_the_check_is_isolated_by_splitting_the_b
     runtime: Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The executor's own check is switched off: the store itself refuses the value.
-    monkeypatch.setattr(actors.executor, "find_unstorable_result", lambda value: None)
+    monkeypatch.setattr(actors.attempt, "find_unstorable_result", lambda value: None)
     with anyio.fail_after(30):
         ids = [await runtime.submit("echo", {"i": i}) for i in range(10)]
         bad = await runtime.submit("poison", {})

@@ -19,7 +19,7 @@ from taskflow.errors import LogStoreError
 from taskflow.files import FileLogStore
 from taskflow.jobs import JobStatus
 from taskflow.memory import MemoryEventBus, MemoryJobStore, MemoryTransport
-from taskflow.messages import JobSucceeded
+from taskflow.messages import AttemptSucceeded
 from taskflow.resources import Resources
 
 pytestmark = pytest.mark.anyio
@@ -81,19 +81,26 @@ async def test_a_full_buffer_drops_lines_and_counts_them() -> None:
     try:
         for n in range(5):
             shipper.ship(
-                JobSucceeded(
+                AttemptSucceeded(
                     job_id=f"j{n}",
                     task="t",
                     attempt=1,
                     at=0.0,
                     started_at=0.0,
                     created_at=0.0,
+                    delivery_tag=n,
                     log_lines=("x",),
                 )
             )
         shipper.ship(
-            JobSucceeded(
-                job_id="quiet", task="t", attempt=1, at=0.0, started_at=0.0, created_at=0.0
+            AttemptSucceeded(
+                job_id="quiet",
+                task="t",
+                attempt=1,
+                at=0.0,
+                started_at=0.0,
+                created_at=0.0,
+                delivery_tag=9,
             )
         )
         assert shipper.statistics().dropped == 3

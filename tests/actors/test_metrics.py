@@ -178,6 +178,7 @@ def two_tasks_events() -> list[Event]:
             at=1005.0,
             started_at=1004.0,
             error=BOOM,
+            will_retry=True,
         ),
         JobScheduled(job_id="b", attempt=1, run_at=1006.0, at=1005.0, error=BOOM),
         JobStarted(job_id="b", task="resize", attempt=2, at=1010.0, queued_at=1006.0),
@@ -189,6 +190,7 @@ def two_tasks_events() -> list[Event]:
             at=1011.0,
             started_at=1010.0,
             error=BOOM,
+            will_retry=False,
         ),
         JobDeadLettered(job_id="b", task="resize", attempt=2, at=1011.0, error=BOOM),
         JobReplayed(job_id="b", replay_count=1, at=1020.0),
@@ -260,7 +262,14 @@ async def test_collector_rates_follow_the_monotonic_clock() -> None:
         for i in range(3)
     ]
     failed = JobFailed(
-        job_id="f", task="t", attempt=1, max_attempts=3, at=1.0, started_at=0.0, error=BOOM
+        job_id="f",
+        task="t",
+        attempt=1,
+        max_attempts=3,
+        at=1.0,
+        started_at=0.0,
+        error=BOOM,
+        will_retry=True,
     )
 
     async with anyio.create_task_group() as tg:

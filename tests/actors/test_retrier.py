@@ -18,12 +18,14 @@ from anyio.abc import ObjectReceiveStream
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from actors.retrier import Retrier
+from actors.settle import Recorder
 from taskflow.clock import AnyioClock
 from taskflow.codec import decode
 from taskflow.context import JobContext
 from taskflow.jobs import Job, JobError, JobStatus
 from taskflow.memory import MemoryEventBus, MemoryJobStore, MemoryTransport
 from taskflow.messages import (
+    AttemptFailed,
     DeadLetterJob,
     Event,
     JobFailed,
@@ -69,7 +71,7 @@ class Harness:
     bus: MemoryEventBus
     clock: AnyioClock
     deliveries: Deliveries
-    failures: MemoryObjectSendStream[JobFailed]
+    failures: MemoryObjectSendStream[AttemptFailed]
     dead: MemoryObjectReceiveStream[DeadLetterJob]
 
 
@@ -81,7 +83,7 @@ async def running_retrier(*, promote_interval: float = 1.0) -> AsyncIterator[Har
         MemoryEventBus(),
         AnyioClock(),
     )
-    failures_send, failures = anyio.create_memory_object_stream[JobFailed](64)
+    failures_send, failures = anyio.create_memory_object_stream[AttemptFailed](64)
     dead_send, dead = anyio.create_memory_object_stream[DeadLetterJob](64)
     async with (
         failures_send,
@@ -93,6 +95,7 @@ async def running_retrier(*, promote_interval: float = 1.0) -> AsyncIterator[Har
         retrier = Retrier(
             inbox=failures,
             dead=dead_send,
+            recorder=Recorder(store=store, transport=transport, events=bus, clock=clock),
             store=store,
             queries=store,
             transport=transport,
@@ -146,9 +149,9 @@ def failure_of(
     retryable: bool = True,
     retry_delay: float | None = None,
     attempt: int | None = None,
-) -> JobFailed:
+) -> AttemptFailed:
     now = h.clock.now()
-    return JobFailed(
+    return AttemptFailed(
         job_id=run.job.id,
         task=run.job.task,
         attempt=run.job.attempts if attempt is None else attempt,
@@ -245,6 +248,21 @@ async def test_a_failure_with_attempts_left_is_scheduled_then_promoted_when_due(
         assert h.retrier.statistics().promoted == 1
 
 
+async def test_the_public_failure_event_says_will_retry_and_carries_no_delivery() -> None:
+    async with running_retrier(promote_interval=3600.0) as h, h.bus.subscribe() as events:
+        run = await claim(h, "flaky")
+        await h.failures.send(failure_of(h, run))
+        with anyio.fail_after(5):
+            first = await events.receive()
+            second = await events.receive()
+        assert isinstance(first, JobFailed)
+        assert isinstance(second, JobScheduled)
+        assert (first.job_id, first.attempt, first.max_attempts) == (run.job.id, 1, 3)
+        assert (first.will_retry, first.error) == (True, BOOM)
+        assert not hasattr(first, "delivery_tag")
+        assert not hasattr(first, "log_lines")
+
+
 async def test_a_requested_retry_delay_is_honoured_exactly() -> None:
     async with running_retrier() as h, h.bus.subscribe() as events:
         run = await claim(h, "quick")  # its own backoff would be at most 0.5 s
@@ -326,7 +344,8 @@ async def test_a_stale_failure_is_acked_counted_and_leaves_the_job_alone() -> No
         assert h.store.jobs[run.job.id] == again
         assert h.retrier.statistics().retried == 0
         await anyio.sleep(0.01)
-        assert not [e for e in pending_events(events) if isinstance(e, JobScheduled)]
+        stale = [e for e in pending_events(events) if isinstance(e, JobScheduled | JobFailed)]
+        assert not stale
 
 
 # ------------------------------------------------------------------ delayed submissions

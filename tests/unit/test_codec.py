@@ -8,6 +8,9 @@ from taskflow import codec
 from taskflow.jobs import Job, JobError, JobStatus
 from taskflow.messages import (
     ALL_MESSAGE_TYPES,
+    AttemptCancelled,
+    AttemptFailed,
+    AttemptSucceeded,
     CancelRequested,
     DeadLetterJob,
     JobCancelled,
@@ -34,7 +37,7 @@ ERROR = JobError(
     type="builtins.ValueError",
     reason=None,
 )
-FAILED = JobFailed(
+FAILED = AttemptFailed(
     job_id="job-7",
     task="resize",
     attempt=3,
@@ -98,6 +101,20 @@ SAMPLES: list[Message] = [
     JobSubmitted(job_id="job-7", task="resize", queue="images", at=T0, scheduled=True),
     JobStarted(job_id="job-7", task="resize", attempt=1, at=T0 + 2.0, queued_at=T0),
     JobProgressed(job_id="job-7", attempt=1, percent=42.5, message="resized 64px", at=T0 + 3.0),
+    AttemptSucceeded(
+        job_id="job-7",
+        task="resize",
+        attempt=2,
+        at=T0 + 5.0,
+        started_at=T0 + 2.0,
+        created_at=T0,
+        result={"urls": ["s3://bucket/cat-64.png"], "bytes": 2048, "ok": True, "note": None},
+        result_bytes=77,
+        delivery_tag=42,
+        log_lines=("INFO resizing",),
+    ),
+    FAILED,
+    AttemptCancelled(job_id="job-7", task="resize", attempt=1, at=T0 + 4.0, delivery_tag=9),
     JobSucceeded(
         job_id="job-7",
         task="resize",
@@ -106,11 +123,18 @@ SAMPLES: list[Message] = [
         started_at=T0 + 2.0,
         created_at=T0,
         result={"urls": ["s3://bucket/cat-64.png"], "bytes": 2048, "ok": True, "note": None},
-        delivery_tag=42,
-        log_lines=("INFO resizing",),
     ),
-    FAILED,
-    JobCancelled(job_id="job-7", task="resize", attempt=1, at=T0 + 4.0, delivery_tag=9),
+    JobFailed(
+        job_id="job-7",
+        task="resize",
+        attempt=3,
+        max_attempts=3,
+        at=T0 + 9.5,
+        started_at=T0 + 8.0,
+        error=ERROR,
+        will_retry=False,
+    ),
+    JobCancelled(job_id="job-7", task="resize", attempt=1, at=T0 + 4.0),
     JobScheduled(job_id="job-7", attempt=1, run_at=T0 + 60.0, at=T0 + 5.0, error=ERROR),
     JobDeadLettered(
         job_id="job-7",
