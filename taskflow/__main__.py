@@ -24,11 +24,15 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="run everything in one process (web + all actors)")
     up.add_argument("--host", help="bind address (default TASKFLOW_HOST or 127.0.0.1)")
-    up.add_argument("--port", type=int, help="port (default TASKFLOW_PORT or 8000)")
+    up.add_argument(
+        "--port", type=int, help="port, 0 for any free one (default TASKFLOW_PORT or 8000)"
+    )
     up.add_argument("--concurrency", type=int, help="executors (default TASKFLOW_CONCURRENCY)")
     api = sub.add_parser("api", help="web + ingest (needs TASKFLOW_AMQP_URL)")
     api.add_argument("--host", help="bind address (default TASKFLOW_HOST or 127.0.0.1)")
-    api.add_argument("--port", type=int, help="port (default TASKFLOW_PORT or 8000)")
+    api.add_argument(
+        "--port", type=int, help="port, 0 for any free one (default TASKFLOW_PORT or 8000)"
+    )
     worker = sub.add_parser(
         "worker",
         help="dispatcher, executors, retrier, DLQ keeper, reaper (needs TASKFLOW_AMQP_URL)",
@@ -37,6 +41,14 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--queues", help="queues to consume, comma-separated (default TASKFLOW_QUEUES)"
     )
+    for service in (up, api, worker):
+        service.add_argument(
+            "--demo",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="register the built-in demo tasks echo, sleep, fail, cpu "
+            "(default TASKFLOW_DEMO, else only for `up`)",
+        )
     mig = sub.add_parser("migrate", help="apply pending database migrations")
     mig.add_argument("--rollback", type=int, metavar="N", help="roll back the last N instead")
     mig.add_argument("--list", action="store_true", help="list applied migrations")
@@ -77,11 +89,14 @@ def _exit_past_stuck_threads() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # Task modules (TASKFLOW_TASKS) are found in the current directory, as with `python -m`.
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
     try:
         settings = Settings.from_env()
         overrides: dict[str, object] = {
             k: v
-            for k in ("host", "port", "concurrency")
+            for k in ("host", "port", "concurrency", "demo")
             if (v := getattr(args, k, None)) is not None
         }
         if getattr(args, "queues", None):

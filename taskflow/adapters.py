@@ -32,12 +32,15 @@ Opener = Callable[[str, Settings], AbstractAsyncContextManager[T]]
 @asynccontextmanager
 async def _postgres(url: str, settings: Settings) -> AsyncIterator[JobStoreAndQueries]:
     from taskflow.postgres import migrate, open_store, probe
+    from taskflow.postgres.migrate import migration_ids
 
-    await probe(url)  # an unreachable server is one clear error, before the migrations
-    applied = await anyio.to_thread.run_sync(migrate, url)
-    if applied:
-        log.info("migrations_applied", migrations=applied)
-    async with open_store(url) as store:
+    # An unreachable server is one clear error, before the migrations; a schema that is up
+    # to date costs one query (yoyo, its lock and its import only when something is pending).
+    if not set(migration_ids()) <= await probe(url):
+        applied = await anyio.to_thread.run_sync(migrate, url)
+        if applied:
+            log.info("migrations_applied", migrations=applied)
+    async with open_store(url, probed=True) as store:
         yield store
 
 

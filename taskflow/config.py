@@ -76,6 +76,8 @@ class Settings:
     concurrency: int = limits.CONCURRENCY
     queues: tuple[str, ...] = ("default",)
     tasks: tuple[str, ...] = ()
+    demo: bool | None = None
+    """The built-in demo tasks (echo, sleep, fail, cpu): ``None`` means only in ``taskflow up``."""
     lease_seconds: float = limits.LEASE_SECONDS
     shutdown_grace_seconds: float = limits.SHUTDOWN_GRACE_SECONDS
     promote_interval_seconds: float = limits.PROMOTE_INTERVAL_SECONDS
@@ -118,8 +120,8 @@ class Settings:
     def validate(self) -> None:
         if self.concurrency < 1:
             raise ConfigError("TASKFLOW_CONCURRENCY must be >= 1")
-        if not 0 < self.port < 65536:
-            raise ConfigError("TASKFLOW_PORT must be 1..65535")
+        if not 0 <= self.port < 65536:
+            raise ConfigError("TASKFLOW_PORT must be 0..65535 (0: any free port)")
         if not self.queues:
             raise ConfigError("TASKFLOW_QUEUES must name at least one queue")
         if self.lease_seconds <= 0 or self.shutdown_grace_seconds < 0:
@@ -142,6 +144,7 @@ _PARSERS: dict[str, Any] = {
     "concurrency": int,
     "queues": _csv,
     "tasks": _csv,
+    "demo": lambda raw: _bool(raw) if raw.strip() else None,
     "lease_seconds": _duration,
     "shutdown_grace_seconds": _duration,
     "promote_interval_seconds": _duration,

@@ -99,13 +99,15 @@ async def embedded(
 # ---------------------------------------------------------------- the service
 
 
-def load_registry(modules: Sequence[str]) -> TaskRegistry:
-    """The built-in demo tasks plus every ``registry`` of the ``TASKFLOW_TASKS`` modules.
+def load_registry(modules: Sequence[str], *, demo: bool = False) -> TaskRegistry:
+    """Every ``registry`` of the ``TASKFLOW_TASKS`` modules, plus the built-in demo tasks
+    when ``demo`` (``taskflow up`` by default, ``--demo`` or ``TASKFLOW_DEMO=1`` elsewhere).
 
     Raises ``ConfigError`` for a module that cannot be imported or has no ``registry``, and
-    ``DuplicateTask`` when two define the same task name (never a silent override).
+    ``DuplicateTask`` when two define the same task name (never a silent override), saying
+    when the name is one of the built-in demo tasks.
     """
-    registry = demo_registry()
+    registry = demo_registry() if demo else TaskRegistry()
     for name in modules:
         try:
             module = importlib.import_module(name)
@@ -116,6 +118,14 @@ def load_registry(modules: Sequence[str]) -> TaskRegistry:
             raise ConfigError(
                 f"TASKFLOW_TASKS: {name!r} has no module-level `registry = TaskRegistry()`"
             )
+        if demo:
+            clash = sorted(set(found.names()) & set(registry.names()))
+            if clash:
+                raise ConfigError(
+                    f"TASKFLOW_TASKS: {name!r} defines {', '.join(map(repr, clash))}, the "
+                    "name of a built-in demo task (taskflow.demo: echo, sleep, fail, cpu); "
+                    "rename it, or run without the demo tasks (TASKFLOW_DEMO=0)"
+                )
         registry.merge(found)
     return registry
 
@@ -216,13 +226,13 @@ async def serve(settings: Settings, role: str = "up") -> None:
     first signal drains: submissions get 503 ``shutting_down``, health 503 ``draining``, reads
     go on, running jobs finish within the grace period; the port closes last. A second signal
     cancels what still runs (released, not lost)."""
-    from web.app import create_app
-    from web.server import WebServer, listen
-
     roles = ROLES[role]
+    demo = settings.demo if settings.demo is not None else role == "up"
+    registry = load_registry(settings.tasks, demo=demo)
+    if not registry.names():
+        log.warning("no_tasks_registered", hint="set TASKFLOW_TASKS, or TASKFLOW_DEMO=1")
     if role != "up" and not settings.amqp_url:
         raise ConfigError(f"taskflow {role} needs TASKFLOW_AMQP_URL (processes meet on RabbitMQ)")
-    registry = load_registry(settings.tasks)
     stop = anyio.Event()
     forced: list[Tree] = []
 
@@ -240,9 +250,16 @@ async def serve(settings: Settings, role: str = "up") -> None:
     with ExitStack() as held:
         if role == "up":
             held.enter_context(home_lock(settings.home))
-        sock = held.enter_context(listen(settings.host, settings.port)) if API in roles else None
+        sock = None
+        if API in roles:  # a worker imports nothing of the web stack
+            from web.server import listen
+
+            sock = held.enter_context(listen(settings.host, settings.port))
 
         def edge(tree: Tree) -> list[ChildSpec]:
+            from web.app import create_app
+            from web.server import WebServer
+
             assert sock is not None
             server = WebServer(
                 app=create_app(Runtime(tree, resources), settings),
@@ -264,8 +281,14 @@ async def serve(settings: Settings, role: str = "up") -> None:
                     # Fault injection for the fault suite (tests/faults) only.
                     crash_after_commit=os.environ.get("TASKFLOW_TEST_CRASH_AFTER_COMMIT") == "1",
                 )
-                async with open_tree(registry, resources, config, edge=edge) as tree:
+                async with open_tree(
+                    registry, resources, config, edge=edge if sock is not None else None
+                ) as tree:
                     forced.append(tree)
-                    log.info("taskflow_started", role=role, host=settings.host, port=settings.port)
+                    if sock is not None:
+                        host, port = sock.getsockname()[:2]
+                        log.info("taskflow_started", role=role, host=host, port=port)
+                    else:
+                        log.info("taskflow_started", role=role, queues=",".join(config.queues))
                     await stop.wait()
             tg.cancel_scope.cancel()

@@ -30,11 +30,13 @@ SERVER_OPTIONS = (
 
 @asynccontextmanager
 async def open_pool(
-    url: str, *, min_size: int = 1, max_size: int = 10
+    url: str, *, min_size: int = 1, max_size: int = 10, probed: bool = False
 ) -> AsyncIterator[AsyncConnectionPool[Any]]:
     """An open pool (asyncio only: psycopg's async API has no trio support). A server that
-    cannot be reached is a ``StoreError`` at once, naming it and the driver's reason."""
-    await probe(url)
+    cannot be reached is a ``StoreError`` at once, naming it and the driver's reason (unless
+    the caller has just ``probe``d it)."""
+    if not probed:
+        await probe(url)
     pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
         url,
         min_size=min_size,
@@ -60,8 +62,9 @@ async def open_pool(
             await pool.close()
 
 
-async def probe(url: str) -> None:
-    """One connection to ``url``: ``StoreError`` naming the server and the reason if none."""
+async def probe(url: str) -> set[str]:
+    """One connection to ``url``: ``StoreError`` naming the server and the reason if none.
+    Returns the ids of the migrations applied there (empty before the first)."""
     try:
         conn = await psycopg.AsyncConnection.connect(url, connect_timeout=5, autocommit=True)
     except psycopg.Error as exc:
@@ -73,12 +76,20 @@ async def probe(url: str) -> None:
             f"cannot connect to PostgreSQL at {where}: {reason}; check TASKFLOW_DATABASE_URL "
             "and that the server is running"
         ) from None
-    await conn.close()
+    try:
+        cursor = await conn.execute("SELECT migration_id FROM _yoyo_migration")
+        return {str(row[0]) for row in await cursor.fetchall()}
+    except psycopg.Error:  # no migration table yet
+        return set()
+    finally:
+        await conn.close()
 
 
 @asynccontextmanager
-async def open_store(url: str, *, max_size: int = 10) -> AsyncIterator[PostgresJobStore]:
-    async with open_pool(url, max_size=max_size) as pool:
+async def open_store(
+    url: str, *, max_size: int = 10, probed: bool = False
+) -> AsyncIterator[PostgresJobStore]:
+    async with open_pool(url, max_size=max_size, probed=probed) as pool:
         yield PostgresJobStore(pool)
 
 

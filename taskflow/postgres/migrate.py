@@ -16,6 +16,15 @@ def yoyo_url(url: str) -> str:
     return url
 
 
+def migration_ids(directory: Path = MIGRATIONS) -> list[str]:
+    """The ids yoyo gives the migrations in ``directory`` (``0001.jobs.sql`` -> ``0001.jobs``)."""
+    return sorted(
+        p.name.removesuffix(".sql")
+        for p in directory.glob("*.sql")
+        if not p.name.endswith(".rollback.sql")
+    )
+
+
 def migrate(url: str, directory: Path = MIGRATIONS) -> list[str]:
     """Apply pending migrations; returns their ids (empty when the schema is current)."""
     from yoyo import get_backend, read_migrations

@@ -30,6 +30,7 @@ def cluster(
         "TASKFLOW_DATABASE_URL": pg_url,
         "TASKFLOW_AMQP_URL": vhost.url,
         "TASKFLOW_TASKS": "tests.e2e.recording_tasks",
+        "TASKFLOW_DEMO": "1",  # the cancel test runs the demo `sleep`
         "TASKFLOW_CONCURRENCY": str(concurrency),
         "TASKFLOW_QUEUES": "default",
         "TASKFLOW_LEASE_SECONDS": "6",

@@ -56,6 +56,7 @@ EVERY_FIELD: list[tuple[str, str, Any]] = [
     ("concurrency", "32", 32),
     ("queues", "images,mail", ("images", "mail")),
     ("tasks", "myapp.tasks,other.tasks", ("myapp.tasks", "other.tasks")),
+    ("demo", "true", True),
     ("lease_seconds", "45", 45.0),
     ("shutdown_grace_seconds", "2m", 120.0),
     ("promote_interval_seconds", "0.5", 0.5),
@@ -177,7 +178,6 @@ def test_other_parts_prefixes_and_foreign_variables_are_allowed() -> None:
     ("env", "variable"),
     [
         ({"TASKFLOW_CONCURRENCY": "0"}, "TASKFLOW_CONCURRENCY"),
-        ({"TASKFLOW_PORT": "0"}, "TASKFLOW_PORT"),
         ({"TASKFLOW_PORT": "65536"}, "TASKFLOW_PORT"),
         ({"TASKFLOW_QUEUES": " , "}, "TASKFLOW_QUEUES"),
         ({"TASKFLOW_LEASE_SECONDS": "0"}, "TASKFLOW_LEASE_SECONDS"),

@@ -13,7 +13,7 @@ import pytest
 from taskflow import JobStatus
 from taskflow.__main__ import main as cli
 from taskflow.demo import demo_registry
-from taskflow.errors import ConfigError, DuplicateTask
+from taskflow.errors import ConfigError
 from taskflow.main import load_registry
 from taskflow.testing import embedded
 
@@ -38,8 +38,69 @@ def test_user_task_modules_are_added_to_the_builtins(
         """,
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    registry = load_registry(["tf_user_tasks"])
+    registry = load_registry(["tf_user_tasks"], demo=True)
     assert {"echo", "sleep", "fail", "cpu", "greet"} <= set(registry.names())
+    # Without the demo switch (api and worker by default) only the user's tasks are there
+    assert set(load_registry(["tf_user_tasks"]).names()) == {"greet"}
+
+
+def test_a_user_task_may_take_a_demo_name_when_the_demo_is_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    write_module(
+        tmp_path,
+        "tf_own_sleep",
+        """
+        from taskflow import TaskRegistry
+        registry = TaskRegistry()
+
+        @registry.task(name="sleep")
+        async def my_sleep(payload, ctx):
+            return "mine"
+        """,
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert set(load_registry(["tf_own_sleep"]).names()) == {"sleep"}
+    with pytest.raises(ConfigError, match=r"built-in demo task.*TASKFLOW_DEMO=0"):
+        load_registry(["tf_own_sleep"], demo=True)
+
+
+def test_the_cli_finds_task_modules_in_the_current_directory(tmp_path: Path) -> None:
+    write_module(
+        tmp_path,
+        "tf_here_tasks",
+        """
+        from taskflow import TaskRegistry
+        registry = TaskRegistry()
+
+        @registry.task(name="here")
+        async def here(payload, ctx):
+            return None
+        """,
+    )
+    script = Path(sys.executable).parent / "taskflow"  # the console script, not `python -m`
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKFLOW_")}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run(
+        [str(script), "worker"],
+        cwd=tmp_path,
+        env={**env, "TASKFLOW_TASKS": "tf_here_tasks"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # The module was imported (no "cannot import"); the worker then asks for its broker
+    assert done.returncode == 2, done.stderr
+    assert "cannot import" not in done.stderr
+    assert "needs TASKFLOW_AMQP_URL" in done.stderr
+
+
+def test_port_zero_is_a_valid_setting() -> None:
+    from taskflow.config import Settings
+
+    assert Settings.from_env({"TASKFLOW_PORT": "0"}).port == 0
+    with pytest.raises(ConfigError, match=r"0\.\.65535"):
+        Settings.from_env({"TASKFLOW_PORT": "70000"})
 
 
 def test_a_task_name_clash_is_an_error_at_start(
@@ -58,8 +119,8 @@ def test_a_task_name_clash_is_an_error_at_start(
         """,
     )
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(DuplicateTask, match="echo"):
-        load_registry(["tf_clashing_tasks"])
+    with pytest.raises(ConfigError, match="echo"):
+        load_registry(["tf_clashing_tasks"], demo=True)
 
 
 def test_a_module_without_a_registry_or_missing_is_a_config_error(
