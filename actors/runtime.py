@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import anyio
 import msgspec
+from anyio.from_thread import BlockingPortal
 
 from actors.metrics import MetricsSnapshot
 from actors.tree import Tree, TreeConfig, open_tree
@@ -191,6 +193,38 @@ class Runtime:
     def metrics(self) -> MetricsSnapshot:
         """The metrics actor's latest snapshot."""
         return self.tree.metrics.snapshot()
+
+
+class BlockingTaskFlow:
+    """``Runtime`` for synchronous code (scripts, Flask, Django): each call runs on the
+    runtime's event loop in its own thread (``taskflow.connect_blocking``) and blocks until
+    it returns. Safe to call from many threads at once; their submissions share group
+    commits."""
+
+    def __init__(self, portal: BlockingPortal, runtime: Runtime) -> None:
+        self._portal = portal
+        self.runtime = runtime
+
+    def submit(self, task: str, payload: dict[str, Any] | None = None, **options: Any) -> str:
+        return self._portal.call(partial(self.runtime.submit, task, payload, **options))
+
+    def submit_many(
+        self, jobs: Sequence[NewJob], *, idempotency_key: str | None = None
+    ) -> list[str]:
+        call = partial(self.runtime.submit_many, jobs, idempotency_key=idempotency_key)
+        return self._portal.call(call)
+
+    def get(self, job_id: str) -> Job:
+        return self._portal.call(self.runtime.get, job_id)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        return self._portal.call(self.runtime.wait, job_id, timeout)
+
+    def cancel(self, job_id: str) -> Job:
+        return self._portal.call(self.runtime.cancel, job_id)
+
+    def replay(self, job_id: str) -> Job | None:
+        return self._portal.call(self.runtime.replay, job_id)
 
 
 class EmbeddedTaskFlow(Runtime):

@@ -47,7 +47,8 @@ from taskflow.registry import TaskRegistry
 from taskflow.resources import Resources
 from taskflow.supervisor import ChildSpec, RestartPolicy, Supervisor
 
-API, WORKER = "api", "worker"
+API, WORKER, PRODUCER = "api", "worker", "producer"
+"""``producer``: ingest alone, in an application's own process (``taskflow.connect``)."""
 
 
 class _NoDeliveries:
@@ -297,7 +298,10 @@ async def open_tree(
             (ChildSpec(id="heartbeat", run=heartbeat.run), {WORKER}),
             # consumes: Submission (its own mailbox, through ingest.submit); produces: group
             # commits, JobMessage, JobSubmitted events
-            (ChildSpec(id="ingest", run=ingest.run, stop=ingest.stop, grace=grace), {API}),
+            (
+                ChildSpec(id="ingest", run=ingest.run, stop=ingest.stop, grace=grace),
+                {API, PRODUCER},
+            ),
         ]
         children = [spec for spec, roles in by_role if roles & cfg.roles]
         tree = Tree(

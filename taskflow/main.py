@@ -6,21 +6,22 @@ With the CLI (``taskflow/__main__.py``), the only modules of ``taskflow/`` that 
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Sequence
-from contextlib import ExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 
 import anyio
 
 from actors.outbox import publish_jobs
-from actors.runtime import EmbeddedTaskFlow, Runtime, open_runtime
-from actors.tree import API, WORKER, Tree, TreeConfig, open_tree
+from actors.runtime import BlockingTaskFlow, EmbeddedTaskFlow, Runtime, open_runtime
+from actors.tree import API, PRODUCER, WORKER, Tree, TreeConfig, open_tree
 from taskflow import adapters, limits
 from taskflow.clock import AnyioClock, Clock, WallClock
-from taskflow.config import Settings
+from taskflow.config import Secret, Settings
 from taskflow.demo import demo_registry
 from taskflow.errors import ConfigError
 from taskflow.home import home_lock
@@ -38,8 +39,11 @@ from taskflow.supervisor import ChildSpec, RestartPolicy
 log = get_logger("taskflow.main")
 
 __all__ = [
+    "BlockingTaskFlow",
     "EmbeddedTaskFlow",
     "Runtime",
+    "connect",
+    "connect_blocking",
     "embedded",
     "load_registry",
     "local_resources",
@@ -94,6 +98,71 @@ async def embedded(
     )
     async with open_runtime(registry, resources, config) as runtime:
         yield EmbeddedTaskFlow(runtime.tree, resources, store)
+
+
+# ---------------------------------------------------------------- the Python producer
+
+
+@asynccontextmanager
+async def connect(
+    settings: Settings | None = None,
+    *,
+    database_url: str | None = None,
+    amqp_url: str | None = None,
+    registry: TaskRegistry | None = None,
+) -> AsyncIterator[Runtime]:
+    """Submit to a distributed TaskFlow from this process (asyncio; the drivers are
+    asyncio-only): the ingest role runs here, on PostgreSQL and RabbitMQ.
+
+    The handle is the one ``embedded()`` gives: ``submit`` returns after the durable commit
+    (concurrent calls share group commits), ``wait`` listens on the event bus. Settings
+    come from ``Settings.from_env()`` unless given; ``database_url``/``amqp_url`` override
+    them. Tasks are validated and take their defaults from ``registry``, else from the
+    ``TASKFLOW_TASKS`` modules (plus the demo tasks with ``TASKFLOW_DEMO=1``).
+    """
+    import sniffio
+
+    if sniffio.current_async_library() != "asyncio":
+        raise ConfigError("taskflow.connect runs on asyncio (psycopg and aiormq need it)")
+    settings = settings or Settings.from_env()
+    if database_url is not None:
+        settings = dataclasses.replace(settings, database_url=Secret(database_url))
+    if amqp_url is not None:
+        settings = dataclasses.replace(settings, amqp_url=Secret(amqp_url))
+    if not settings.database_url or not settings.amqp_url:
+        raise ConfigError(
+            "taskflow.connect needs TASKFLOW_DATABASE_URL and TASKFLOW_AMQP_URL (or "
+            "database_url= and amqp_url=): a producer meets the workers on PostgreSQL and "
+            "RabbitMQ; for one process, use taskflow.testing.embedded()"
+        )
+    if registry is None:
+        registry = load_registry(settings.tasks, demo=bool(settings.demo))
+    config = TreeConfig.from_settings(
+        settings, owner=f"{socket.gethostname()}:{os.getpid()}", roles=frozenset({PRODUCER})
+    )
+    async with (
+        open_resources(settings) as resources,
+        open_runtime(registry, resources, config) as runtime,
+    ):
+        yield runtime
+
+
+@contextmanager
+def connect_blocking(
+    settings: Settings | None = None,
+    *,
+    database_url: str | None = None,
+    amqp_url: str | None = None,
+    registry: TaskRegistry | None = None,
+) -> Iterator[BlockingTaskFlow]:
+    """``connect`` for synchronous code: an event loop in a thread of its own runs the
+    producer; every method blocks until done."""
+    with anyio.from_thread.start_blocking_portal(backend="asyncio") as portal:
+        producer = connect(
+            settings, database_url=database_url, amqp_url=amqp_url, registry=registry
+        )
+        with portal.wrap_async_context_manager(producer) as runtime:
+            yield BlockingTaskFlow(portal, runtime)
 
 
 # ---------------------------------------------------------------- the service

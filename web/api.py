@@ -14,9 +14,9 @@ from quart import Blueprint, Response, request
 from quart_schema import document_headers, document_querystring, document_request
 from quart_schema import document_response as documented
 
-import taskflow
 from actors.runtime import Runtime
 from taskflow.messages import NewJob
+from taskflow.version import __version__
 from web.middleware import log
 from web.parsing import (
     Page,
@@ -298,7 +298,7 @@ async def health() -> Response:
         HealthResponse(
             name=API_NAME,
             status="degraded" if retrying else "ok",
-            version=taskflow.__version__,
+            version=__version__,
             checks=report,
             retrying=retrying,
         )

@@ -10,9 +10,9 @@ from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 from quart import Quart
 from quart_schema import Info, QuartSchema
 
-import taskflow
 from actors.runtime import Runtime
 from taskflow.config import Settings
+from taskflow.version import __version__
 from web.api import API_NAME, api
 from web.errors import register_error_handlers
 from web.middleware import with_request_context
@@ -47,7 +47,7 @@ def create_app(runtime: Runtime, settings: Settings) -> Quart:
         app,
         info=Info(
             title=API_NAME,
-            version=taskflow.__version__,
+            version=__version__,
             description="Submit jobs, follow them, cancel them, and replay dead letters.",
         ),
         openapi_path="/openapi.json",
