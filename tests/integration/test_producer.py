@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
 import anyio
@@ -12,6 +13,7 @@ import psycopg
 import pytest
 
 import taskflow
+from actors.runtime import Runtime
 from taskflow.errors import ConfigError, ValidationError
 from taskflow.jobs import JobStatus
 from taskflow.main import load_registry
@@ -47,12 +49,15 @@ def demo() -> taskflow.TaskRegistry:
     return load_registry([], demo=True)
 
 
+def producer(pg_url: str, vhost: Vhost) -> AbstractAsyncContextManager[Runtime]:
+    """The producer on this test's database and vhost, knowing the demo tasks."""
+    return taskflow.connect(database_url=pg_url, amqp_url=vhost.url, registry=demo())
+
+
 async def test_submit_returns_after_the_commit_and_wait_sees_the_worker_finish(
     worker: Service, pg_url: str, rabbit_vhost: Vhost
 ) -> None:
-    async with taskflow.connect(
-        database_url=pg_url, amqp_url=rabbit_vhost.url, registry=demo()
-    ) as tf:
+    async with producer(pg_url, rabbit_vhost) as tf:
         job_id = await tf.submit("echo", {"n": 1}, priority=5, queue="default")
         # Durable before submit returned: another connection reads the row
         with psycopg.connect(pg_url) as conn:
@@ -68,9 +73,7 @@ async def test_submit_returns_after_the_commit_and_wait_sees_the_worker_finish(
 async def test_concurrent_submitters_share_group_commits_and_batches_are_one_call(
     worker: Service, pg_url: str, rabbit_vhost: Vhost
 ) -> None:
-    async with taskflow.connect(
-        database_url=pg_url, amqp_url=rabbit_vhost.url, registry=demo()
-    ) as tf:
+    async with producer(pg_url, rabbit_vhost) as tf:
         ids: list[str] = []
 
         async def submit(i: int) -> None:
@@ -93,9 +96,7 @@ async def test_concurrent_submitters_share_group_commits_and_batches_are_one_cal
 async def test_bad_input_is_refused_before_anything_is_stored(
     pg_url: str, rabbit_vhost: Vhost
 ) -> None:
-    async with taskflow.connect(
-        database_url=pg_url, amqp_url=rabbit_vhost.url, registry=demo()
-    ) as tf:
+    async with producer(pg_url, rabbit_vhost) as tf:
         with pytest.raises(taskflow.UnknownTask):
             await tf.submit("no_such_task", {})
         with pytest.raises(ValidationError):
@@ -107,9 +108,7 @@ async def test_bad_input_is_refused_before_anything_is_stored(
 async def test_cancel_and_replay_from_the_producer(
     worker: Service, pg_url: str, rabbit_vhost: Vhost
 ) -> None:
-    async with taskflow.connect(
-        database_url=pg_url, amqp_url=rabbit_vhost.url, registry=demo()
-    ) as tf:
+    async with producer(pg_url, rabbit_vhost) as tf:
         later = await tf.submit("echo", {}, delay=3600)
         assert (await tf.cancel(later)).status is JobStatus.CANCELLED
         failing = await tf.submit("fail", {"times": 1}, max_attempts=1)
