@@ -172,11 +172,12 @@ def load_registry(modules: Sequence[str], *, demo: bool = False) -> TaskRegistry
     """Every ``registry`` of the ``TASKFLOW_TASKS`` modules, plus the built-in demo tasks
     when ``demo`` (``taskflow up`` by default, ``--demo`` or ``TASKFLOW_DEMO=1`` elsewhere).
 
-    Raises ``ConfigError`` for a module that cannot be imported or has no ``registry``, and
-    ``DuplicateTask`` when two define the same task name (never a silent override), saying
-    when the name is one of the built-in demo tasks.
+    Raises ``ConfigError`` for a module that cannot be imported or has no ``registry``, or
+    that takes a demo task's name while the demo tasks are on (the message says so), and
+    ``DuplicateTask`` when two modules define the same task name (never a silent override).
     """
     registry = demo_registry() if demo else TaskRegistry()
+    builtins = set(registry.names())
     for name in modules:
         try:
             module = importlib.import_module(name)
@@ -187,14 +188,13 @@ def load_registry(modules: Sequence[str], *, demo: bool = False) -> TaskRegistry
             raise ConfigError(
                 f"TASKFLOW_TASKS: {name!r} has no module-level `registry = TaskRegistry()`"
             )
-        if demo:
-            clash = sorted(set(found.names()) & set(registry.names()))
-            if clash:
-                raise ConfigError(
-                    f"TASKFLOW_TASKS: {name!r} defines {', '.join(map(repr, clash))}, the "
-                    "name of a built-in demo task (taskflow.demo: echo, sleep, fail, cpu); "
-                    "rename it, or run without the demo tasks (TASKFLOW_DEMO=0)"
-                )
+        clash = sorted(set(found.names()) & builtins)
+        if clash:
+            raise ConfigError(
+                f"TASKFLOW_TASKS: {name!r} defines {', '.join(map(repr, clash))}, the "
+                "name of a built-in demo task (taskflow.demo: echo, sleep, fail, cpu); "
+                "rename it, or run without the demo tasks (TASKFLOW_DEMO=0)"
+            )
         registry.merge(found)
     return registry
 

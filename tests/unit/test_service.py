@@ -13,7 +13,7 @@ import pytest
 from taskflow import JobStatus
 from taskflow.__main__ import main as cli
 from taskflow.demo import demo_registry
-from taskflow.errors import ConfigError
+from taskflow.errors import ConfigError, DuplicateTask
 from taskflow.main import load_registry
 from taskflow.testing import embedded
 
@@ -63,6 +63,10 @@ def test_a_user_task_may_take_a_demo_name_when_the_demo_is_off(
     assert set(load_registry(["tf_own_sleep"]).names()) == {"sleep"}
     with pytest.raises(ConfigError, match=r"built-in demo task.*TASKFLOW_DEMO=0"):
         load_registry(["tf_own_sleep"], demo=True)
+    # Two user modules with one name: a plain duplicate, not blamed on the demo tasks
+    write_module(tmp_path, "tf_own_sleep_again", (tmp_path / "tf_own_sleep.py").read_text())
+    with pytest.raises(DuplicateTask, match="sleep"):
+        load_registry(["tf_own_sleep", "tf_own_sleep_again"])
 
 
 def test_the_cli_finds_task_modules_in_the_current_directory(tmp_path: Path) -> None:
