@@ -196,3 +196,51 @@ def test_the_cli_migrates_a_database(pg_url: str) -> None:
     assert "0001.jobs" in taskflow("migrate", "--rollback", "1")
     assert taskflow("migrate", "--list").split() == []
     assert taskflow("migrate").strip() == "applied: 0001.jobs"
+
+
+def clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TASKFLOW_")}
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def test_a_process_with_no_task_at_all_says_so(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "taskflow", "worker"],
+        cwd=tmp_path,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "no_tasks_registered" in done.stderr
+
+
+def test_port_zero_serves_on_a_free_port_and_logs_it(tmp_path: Path) -> None:
+    import re
+    import urllib.request
+
+    env = {**clean_env(), "TASKFLOW_DATABASE_URL": "memory://", "TASKFLOW_HOME": str(tmp_path)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "taskflow", "up", "--port", "0"],
+        cwd=tmp_path,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        port = None
+        for line in process.stderr:
+            if "taskflow_started" in line:
+                match = re.search(r"port=(\d+)", line)
+                assert match, line
+                port = int(match.group(1))
+                break
+        assert port and port != 0
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v1/health", timeout=10) as r:
+            assert r.status == 200
+    finally:
+        process.terminate()
+        process.communicate(timeout=60)  # drains and closes the pipe
