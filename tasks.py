@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from invoke import Context, task
 
@@ -76,10 +77,60 @@ def up(c: Context, host: str = "127.0.0.1", port: int = 8000) -> None:
     os.execv(PY, [PY, "-m", "taskflow", "up", "--host", host, "--port", str(port)])
 
 
+@task(
+    help={
+        "repeat": "repetitions, interleaved (3)",
+        "jobs": "jobs per workload (10000)",
+        "only": "systems, comma-separated (taskflow,celery,celery-threads,dramatiq,dramatiq-threads)",
+        "workloads": "comma-separated (w1,w2,w3,w4,w5,startup)",
+        "out": "JSON file of every sample (perf/results/suite.json)",
+    }
+)
+def bench(
+    c: Context,
+    repeat: int = 3,
+    jobs: int = 10000,
+    only: str = "",
+    workloads: str = "",
+    out: str = "perf/results/suite.json",
+) -> None:
+    """The benchmark suite (perf/suite.py): TaskFlow against Celery and Dramatiq on this
+    machine's RabbitMQ and PostgreSQL (needs the `bench` extra and Redis)."""
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    args = f"--repeat {repeat} --jobs {jobs} --out {out}"
+    args += f" --only {only}" if only else ""
+    args += f" --workloads {workloads}" if workloads else ""
+    c.run(f"{PY} perf/suite.py {args}", pty=False)
+
+
 @task(help={"jobs": "how many no-op jobs", "concurrency": "executors"})
-def bench(c: Context, jobs: int = 20000, concurrency: int = 64) -> None:
+def bench_embedded(c: Context, jobs: int = 20000, concurrency: int = 64) -> None:
     """In-memory throughput benchmark (perf/bench_embedded.py) on asyncio and trio."""
     c.run(f"{PY} perf/bench_embedded.py --jobs {jobs} --concurrency {concurrency}")
+
+
+@task(
+    help={
+        "users": "concurrent Locust users (20)",
+        "time": "run time, like 60s or 5m (60s)",
+        "host": "the API's base URL (http://127.0.0.1:8000)",
+        "csv": "prefix of Locust's CSV stats (perf/results/load)",
+    }
+)
+def load(
+    c: Context,
+    users: int = 20,
+    time: str = "60s",
+    host: str = "http://127.0.0.1:8000",
+    csv: str = "perf/results/load",
+) -> None:
+    """Locust, headless, against a running server (perf/locustfile.py); writes CSV stats."""
+    Path(csv).parent.mkdir(parents=True, exist_ok=True)
+    spawn = max(1, users // 5)
+    c.run(
+        f"{PY} -m locust -f perf/locustfile.py --headless --users {users}"
+        f" --spawn-rate {spawn} --run-time {time} --host {host} --csv {csv} --only-summary"
+    )
 
 
 @task

@@ -9,6 +9,7 @@ from anyio.abc import TaskStatus
 from anyio.streams.memory import MemoryObjectSendStream
 
 from actors.persist import persist
+from actors.slots import Slots
 from taskflow import limits
 from taskflow.clock import Clock
 from taskflow.codec import DecodeError, decode
@@ -50,20 +51,36 @@ class Dispatcher:
     owner: str
     lease: float = limits.LEASE_SECONDS
     max_batch: int = 256
+    slots: Slots | None = None
+    """Executor capacity: no more jobs are claimed than there are free slots (None: no
+    bound here, as when the transport's prefetch already bounds the deliveries)."""
     _scope: anyio.CancelScope | None = field(default=None, init=False)
     _stopping: bool = field(default=False, init=False)
+    _sent: int = field(default=0, init=False)
     _counts: DispatcherStats = field(default_factory=DispatcherStats, init=False)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         task_status.started()
         while not self._stopping:
+            granted = 0
+            batch: list[Delivery] | None = None
             with anyio.CancelScope() as scope:
                 self._scope = scope
-                batch = await self._next_batch()
+                granted = await self.slots.take(self.max_batch) if self.slots else self.max_batch
+                batch = await self._next_batch(granted)
             self._scope = None
-            if scope.cancel_called or batch is None:
+            if batch is None:  # stopped, or the deliveries ended
+                self._give_back(granted)
                 return
-            await self._dispatch(batch)
+            self._sent = 0
+            try:
+                await self._dispatch(batch)
+            finally:
+                self._give_back(granted - self._sent)  # slots of jobs not handed over
+
+    def _give_back(self, n: int) -> None:
+        if self.slots is not None:
+            self.slots.give(n)
 
     async def stop(self) -> None:
         """Stop taking deliveries; the batch being handed over is finished first."""
@@ -101,9 +118,9 @@ class Dispatcher:
     def statistics(self) -> DispatcherStats:
         return replace(self._counts)
 
-    async def _next_batch(self) -> list[Delivery] | None:
+    async def _next_batch(self, limit: int) -> list[Delivery] | None:
         try:
-            return await receive_batch(self.deliveries, self.max_batch)
+            return await receive_batch(self.deliveries, limit)
         except anyio.EndOfStream:
             return None
 
@@ -149,3 +166,4 @@ class Dispatcher:
         self._counts.claimed += len(claimed)
         for job in claimed:
             await self.runs.send(RunJob(job=job, delivery_tag=tags[job.id][0]))
+            self._sent += 1

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.abc import TaskStatus
 
+from actors.slots import Slots
 from taskflow import limits
 from taskflow.clock import Clock
 from taskflow.context import JobContext
@@ -64,6 +65,8 @@ class InFlight:
     clock: Clock
     lease: float = limits.LEASE_SECONDS
     progress_interval: float = 0.25
+    slots: Slots | None = None
+    """Given back one by one as the outcomes of held deliveries are recorded."""
     _held: set[tuple[str, int]] = field(default_factory=set, init=False)
     _idle: anyio.Event | None = field(default=None, init=False)
     _running: dict[str, Running] = field(default_factory=dict, init=False)
@@ -87,7 +90,12 @@ class InFlight:
 
     def release(self, job_id: str, attempt: int) -> None:
         """The outcome of ``job_id``'s ``attempt`` is recorded (or left to its lease)."""
-        self._held.discard((job_id, attempt))
+        key = (job_id, attempt)
+        if key not in self._held:
+            return
+        self._held.remove(key)
+        if self.slots is not None:
+            self.slots.give()
         if not self._held and self._idle is not None:
             self._idle.set()
 

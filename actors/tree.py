@@ -39,6 +39,7 @@ from actors.persist import Retrying
 from actors.reaper import Reaper
 from actors.retrier import Retrier
 from actors.settle import Recorder
+from actors.slots import Slots
 from taskflow import limits
 from taskflow.config import Settings
 from taskflow.messages import AttemptFailed, DeadLetterJob, RunJob
@@ -65,6 +66,9 @@ class _NoDeliveries:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TreeConfig:
     concurrency: int = limits.CONCURRENCY
+    prefetch: int | None = None
+    """Deliveries the broker may push to this worker per queue; ``None``: the concurrency.
+    More than that is taken ahead of the executors (claims still wait for a free slot)."""
     queues: Sequence[str] = ("default",)
     owner: str = "worker"
     lease: float = limits.LEASE_SECONDS
@@ -98,6 +102,7 @@ class TreeConfig:
         ``taskflow.limits``'), the owner name its leases carry, and its roles."""
         return cls(
             concurrency=settings.concurrency,
+            prefetch=settings.prefetch,
             queues=settings.queues,
             owner=owner,
             lease=settings.lease_seconds,
@@ -162,7 +167,7 @@ async def open_tree(
         dead_send,
         dead,
         (
-            res.transport.consume(cfg.queues, prefetch=cfg.concurrency)
+            res.transport.consume(cfg.queues, prefetch=cfg.prefetch or cfg.concurrency)
             if WORKER in cfg.roles
             else nullcontext(_NoDeliveries())
         ) as deliveries,
@@ -200,12 +205,15 @@ async def open_tree(
             promote_interval=cfg.promote_interval,
         )
         shipper = LogShipper(logs=res.logs)
+        slots = Slots(capacity=cfg.concurrency)  # claims never outrun the free executors
         pool = ExecutorPool(
             runs=runs,
             failures=failures_send,
             registry=registry,
             recorder=recorder,
-            inflight=InFlight(store=res.store, events=res.events, clock=res.clock, lease=cfg.lease),
+            inflight=InFlight(
+                store=res.store, events=res.events, clock=res.clock, lease=cfg.lease, slots=slots
+            ),
             events=res.events,
             clock=res.clock,
             after_attempt=[shipper.ship],
@@ -217,6 +225,7 @@ async def open_tree(
             runs=runs_send,
             owner=cfg.owner,
             lease=cfg.lease,
+            slots=slots,
             store=res.store,
             transport=res.transport,
             clock=res.clock,

@@ -71,7 +71,9 @@ def completed(db: str) -> int:
         return int(row[0]) if row else 0
 
 
-def run_taskflow(jobs: int, workers: int, concurrency: int, pg: str, amqp: str) -> float:
+def run_taskflow(
+    jobs: int, workers: int, concurrency: int, pg: str, amqp: str, profile: str | None = None
+) -> float:
     name = f"tf_drain_{uuid.uuid4().hex[:8]}"
     vhost = f"tf-drain-{uuid.uuid4().hex[:8]}"
     with psycopg.connect(pg, autocommit=True) as conn:
@@ -122,6 +124,22 @@ def run_taskflow(jobs: int, workers: int, concurrency: int, pg: str, amqp: str) 
         while not any(b"taskflow_started" in log.read_bytes() for log in logs):
             time.sleep(0.01)
         started = time.perf_counter()
+        if profile:  # sample the first worker for 5 s of its drain (collapsed stacks)
+            spy = [
+                "py-spy",
+                "record",
+                "-r",
+                "250",
+                "-d",
+                "5",
+                "-f",
+                "raw",
+                "-o",
+                profile,
+                "--pid",
+                str(procs[1].pid),
+            ]
+            subprocess.Popen(spy, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while completed(db) < jobs:
             time.sleep(0.05)
         return jobs / (time.perf_counter() - started)
@@ -185,6 +203,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--amqp-url", default="amqp://guest:guest@127.0.0.1:5672/")
+    parser.add_argument("--profile", help="py-spy raw output path for the first worker")
     args = parser.parse_args()
     baseline = anyio.run(raw_broker_drain, args.jobs, args.amqp_url, backend="asyncio")
     print(
@@ -193,7 +212,9 @@ def main() -> None:
     print(f"{'what':<44} {'jobs/s':>10} {'vs raw broker drain':>20}")
     print(f"{'raw broker: 1 aiormq consumer, ack each':<44} {baseline:>10,.0f} {'1.00':>20}")
     for n in (int(x) for x in args.workers.split(",")):
-        rate = run_taskflow(args.jobs, n, args.concurrency, args.database_url, args.amqp_url)
+        rate = run_taskflow(
+            args.jobs, n, args.concurrency, args.database_url, args.amqp_url, args.profile
+        )
         print(f"{f'TaskFlow, {n} worker process(es)':<44} {rate:>10,.0f} {rate / baseline:>20.2f}")
 
 

@@ -74,6 +74,8 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
     concurrency: int = limits.CONCURRENCY
+    prefetch: int | None = None
+    """Unacknowledged deliveries per queue a worker accepts; ``None``: the concurrency."""
     queues: tuple[str, ...] = ("default",)
     tasks: tuple[str, ...] = ()
     demo: bool | None = None
@@ -120,6 +122,8 @@ class Settings:
     def validate(self) -> None:
         if self.concurrency < 1:
             raise ConfigError("TASKFLOW_CONCURRENCY must be >= 1")
+        if self.prefetch is not None and not 1 <= self.prefetch <= 65535:
+            raise ConfigError("TASKFLOW_PREFETCH must be 1..65535 (unset: the concurrency)")
         if not 0 <= self.port < 65536:
             raise ConfigError("TASKFLOW_PORT must be 0..65535 (0: any free port)")
         if not self.queues:
@@ -142,6 +146,7 @@ _PARSERS: dict[str, Any] = {
     "host": str,
     "port": int,
     "concurrency": int,
+    "prefetch": lambda raw: int(raw) if raw.strip() else None,
     "queues": _csv,
     "tasks": _csv,
     "demo": lambda raw: _bool(raw) if raw.strip() else None,

@@ -26,6 +26,9 @@ MAX_INT_BITS = 14_000
 MAX_PAGE = 500
 DEFAULT_PAGE = 10
 MAX_OFFSET = 1_000_000
+
+MAX_WAIT_SECONDS = 60
+"""Longest long-poll of ``GET /api/v1/jobs/{id}?wait=S``."""
 MAX_REQUEST_ID = 128
 
 # ---------------------------------------------------------------- defaults (Settings)
@@ -34,7 +37,9 @@ MAX_BATCH = 1000
 """Jobs per submission (``TASKFLOW_MAX_BATCH``)."""
 MAX_BODY_BYTES = 1024 * 1024
 """Request body limit (``TASKFLOW_MAX_BODY_BYTES``)."""
-CONCURRENCY = 8
+CONCURRENCY = 64
+"""Attempts run at once per worker (``TASKFLOW_CONCURRENCY``): async tasks on the loop,
+``def`` tasks each in a thread of their own."""
 LEASE_SECONDS = 15.0
 """Lease of a running attempt, renewed every third of it (``TASKFLOW_LEASE_SECONDS``)."""
 SHUTDOWN_GRACE_SECONDS = 30.0

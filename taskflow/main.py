@@ -78,6 +78,7 @@ async def embedded(
     promote_interval: float = 0.25,
     restart: RestartPolicy | None = None,
     seed: int | None = None,
+    prefetch: int | None = None,
 ) -> AsyncIterator[EmbeddedTaskFlow]:
     """Run the whole TaskFlow tree in this event loop (asyncio or trio), in memory.
 
@@ -88,6 +89,7 @@ async def embedded(
     resources = local_resources(store, clock=AnyioClock())
     config = TreeConfig(
         concurrency=concurrency,
+        prefetch=prefetch,
         queues=tuple(queues),
         owner="embedded",
         lease=lease,

@@ -15,6 +15,7 @@ from quart_schema import document_headers, document_querystring, document_reques
 from quart_schema import document_response as documented
 
 from actors.runtime import Runtime
+from taskflow.jobs import TERMINAL
 from taskflow.messages import NewJob
 from taskflow.version import __version__
 from web.middleware import log
@@ -28,12 +29,14 @@ from web.parsing import (
     parse_job_query,
     parse_page,
     parse_submission,
+    parse_wait,
 )
 from web.responses import ApiError, json_response
 from web.schemas import (
     DeadLetterPage,
     DeadMessagePage,
     ErrorEnvelope,
+    GetJobQuery,
     HealthResponse,
     JobOut,
     JobPage,
@@ -156,11 +159,23 @@ async def list_jobs() -> Response:
 
 
 @api.get("/jobs/<task_id>")
+@document_querystring(GetJobQuery)
 @documented(JobOut, 200)
 @errors(404, 422, 503)
 async def get_job(task_id: str) -> Response:
-    """One job, with its progress, result or error, and lineage."""
-    job = await current_state().runtime.get(job_id(task_id))
+    """One job, with its progress, result or error, and lineage.
+
+    With ``wait=S`` (0 < S <= 60) the answer is held until the job is terminal (woken by the
+    event bus, no polling by the client), or answers the job as it is after S seconds.
+    """
+    runtime, wanted = current_state().runtime, job_id(task_id)
+    wait = parse_wait(request.args)
+    job = await runtime.get(wanted)  # 404 at once for an unknown job
+    if wait is not None and job.status not in TERMINAL:
+        try:
+            job = await runtime.wait(wanted, timeout=wait)
+        except TimeoutError:
+            job = await runtime.get(wanted)
     return json_response(job_out(job))
 
 

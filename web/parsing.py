@@ -29,6 +29,7 @@ from taskflow.limits import (
     MAX_OFFSET,
     MAX_PRIORITY,
     MAX_TIMEOUT_SECONDS,
+    MAX_WAIT_SECONDS,
     MIN_PRIORITY,
 )
 from taskflow.limits import MAX_PAGE as MAX_LIMIT
@@ -392,6 +393,25 @@ def parse_page(args: MultiDict[str, str], errors: FieldErrors | None = None) -> 
     if own:
         errors.raise_if_any("The query string is invalid.")
     return Page(limit=limit, offset=offset)
+
+
+def parse_wait(args: MultiDict[str, str]) -> float | None:
+    """``wait`` of ``GET /jobs/{id}``: seconds to hold the answer until the job is terminal,
+    0 < wait <= 60 (fractions allowed); None when absent. 422 ``validation_error`` otherwise."""
+    errors = FieldErrors()
+    raw = _single(args, "wait", errors)
+    value: float | None = None
+    if raw is not None:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            errors.add("wait", "must be a number of seconds")
+        else:
+            if not 0 < value <= MAX_WAIT_SECONDS:  # NaN fails this too
+                errors.add("wait", f"must be more than 0 and at most {MAX_WAIT_SECONDS}")
+                value = None
+    errors.raise_if_any("The query string is invalid.")
+    return value
 
 
 def parse_job_query(args: MultiDict[str, str]) -> JobQuery:

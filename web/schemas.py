@@ -70,6 +70,12 @@ class ListJobsQuery(msgspec.Struct):
     cursor: str | None = None
 
 
+class GetJobQuery(msgspec.Struct):
+    """``GET /api/v1/jobs/{id}``: ``wait`` holds the answer until the job is terminal."""
+
+    wait: Annotated[float, msgspec.Meta(gt=0, le=limits.MAX_WAIT_SECONDS)] | None = None
+
+
 class PageQuery(msgspec.Struct):
     """Paging of ``GET /api/v1/dlq`` (newest first)."""
 

@@ -2,8 +2,9 @@
 
 Every event goes to the ``<prefix>.events`` topic exchange with the routing key
 ``<event type in snake_case>.<job_id>`` (``job_succeeded.<id>``; ``<type>.none`` without a
-job id), non-persistent and unconfirmed; a run of events of one type sent together travels
-as one message (a JSON array) keyed ``<type>.batch``, so subscribers bind by type only.
+job id), non-persistent and unconfirmed; events of one type sent together travel as one
+message (a JSON array) keyed ``<type>.batch``, so subscribers bind by type only. Each job's
+events keep their order; events of different jobs may be regrouped by type.
 Each process has one subscription, however many in-process listeners it has (metrics,
 waiters, cancel control, streams to come): an exclusive, server-named queue, bound with
 ``#`` or with ``<type>.*`` for each type its listeners asked for, consumed without acks; each
@@ -57,14 +58,25 @@ def kind_key(kind: type) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", "_", kind.__name__).lower()
 
 
-def _runs_of_one_kind(events: Sequence[Event]) -> list[list[Event]]:
-    """Split ``events`` into consecutive runs of one type (order kept across runs)."""
+def runs_of_one_kind(events: Sequence[Event]) -> list[list[Event]]:
+    """Group ``events`` into as few runs of one type as keep each job's events in order.
+
+    An event joins the latest run of its type unless a later run already holds an event of
+    the same job (it would overtake it); then it starts a new run. So a burst of interleaved
+    ``started``/``succeeded`` events of many jobs goes as two messages, and every job's
+    events still arrive in the order they were published."""
     runs: list[list[Event]] = []
+    latest: dict[type, int] = {}  # type -> index of its latest run
+    last_of_job: dict[str, int] = {}  # job id -> index of the last run holding one of its events
     for event in events:
-        if runs and type(runs[-1][0]) is type(event):
-            runs[-1].append(event)
-        else:
-            runs.append([event])
+        kind, job = type(event), getattr(event, "job_id", None)
+        index = latest.get(kind)
+        if index is None or (job is not None and last_of_job.get(job, -1) > index):
+            index = latest[kind] = len(runs)
+            runs.append([])
+        runs[index].append(event)
+        if job is not None:
+            last_of_job[job] = index
     return runs
 
 
@@ -200,8 +212,9 @@ class RabbitMQEventBus:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Send what ``publish`` accepted, in order, until cancelled: what is waiting is sent
-        as one AMQP message per run of events of one kind (``<kind>.batch``), so a burst of
-        hundreds of events costs a few messages, not hundreds."""
+        as one AMQP message per run of events of one kind (``<kind>.batch``, see
+        ``runs_of_one_kind``), so a burst of hundreds of events costs a few messages, not
+        hundreds."""
         exchange = self.topology.events_exchange
         properties = spec.Basic.Properties(delivery_mode=1, content_type="application/json")
         task_status.started()
@@ -211,7 +224,7 @@ class RabbitMQEventBus:
                     waiting = await receive_batch(self._outbox_receive, 1024)
                 except (anyio.EndOfStream, anyio.ClosedResourceError):
                     return
-                for run in _runs_of_one_kind(waiting):
+                for run in runs_of_one_kind(waiting):
                     session = self.connection.session
                     try:
                         if session is None:

@@ -12,7 +12,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from taskflow import JobContext, JobStatus, Retry, RetryPolicy, TaskRegistry
+from taskflow import JobContext, JobStatus, NewJob, Retry, RetryPolicy, TaskRegistry
 from taskflow.errors import IdempotencyConflict, InvalidTransition, JobNotFound
 from taskflow.testing import embedded
 from tests.conftest import mock_clock_backend
@@ -288,3 +288,35 @@ async def test_graceful_exit_lets_a_running_job_finish() -> None:
     # The block exited while the job ran: the shutdown drained it instead of cancelling it.
     job = tf.store.get_nowait(job_id)
     assert (job.status, job.result) == (JobStatus.COMPLETED, "done")
+
+
+@pytest.mark.parametrize("prefetch", [None, 16])
+async def test_no_more_jobs_are_claimed_than_there_are_free_executors(
+    prefetch: int | None,
+) -> None:
+    """The broker pushes deliveries ahead (prefetch > concurrency), but a job is claimed
+    (in_progress, its lease running) only when an executor is free to run it."""
+    registry = TaskRegistry()
+    running = 0
+    most_running = 0
+
+    @registry.task(name="nap")
+    async def nap(payload: dict[str, Any], ctx: JobContext) -> None:
+        nonlocal running, most_running
+        running += 1
+        most_running = max(most_running, running)
+        await anyio.sleep(0.02)
+        running -= 1
+
+    async with embedded(registry, concurrency=3, prefetch=prefetch) as tf:
+        await tf.submit_many([NewJob(task="nap") for _ in range(40)])
+        most_claimed = 0
+        with anyio.fail_after(20):
+            while True:
+                counts = await tf.resources.queries.counts()
+                most_claimed = max(most_claimed, counts.get(JobStatus.IN_PROGRESS, 0))
+                if counts.get(JobStatus.COMPLETED, 0) == 40:
+                    break
+                await anyio.sleep(0.002)
+    assert most_running == 3  # the pool was used in full
+    assert 1 <= most_claimed <= 3, most_claimed

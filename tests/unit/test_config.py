@@ -26,7 +26,8 @@ def test_defaults() -> None:
     assert settings.redis_url is None
     assert settings.s3_url is None
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
-    assert settings.concurrency == 8
+    assert settings.concurrency == 64
+    assert settings.prefetch is None
     assert settings.queues == ("default",)
     assert settings.tasks == ()
     assert settings.lease_seconds == 15.0
@@ -54,6 +55,7 @@ EVERY_FIELD: list[tuple[str, str, Any]] = [
     ("host", "0.0.0.0", "0.0.0.0"),
     ("port", "9090", 9090),
     ("concurrency", "32", 32),
+    ("prefetch", "100", 100),
     ("queues", "images,mail", ("images", "mail")),
     ("tasks", "myapp.tasks,other.tasks", ("myapp.tasks", "other.tasks")),
     ("demo", "true", True),

@@ -6,6 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import anyio
 import pytest
 
 from tests.web.helpers import (
@@ -253,3 +254,56 @@ async def test_cancel_a_finished_job_is_409(client: Client) -> None:
 async def test_cancel_unknown_and_malformed_ids(client: Client) -> None:
     await assert_error(client.post(f"/api/v1/jobs/{uuid.uuid4()}/cancel"), 404, "job_not_found")
     await assert_error(client.post("/api/v1/jobs/nope/cancel"), 422, "invalid_id")
+
+
+# ------------------------------------------------------------------ long-poll: ?wait=S
+
+
+async def test_wait_holds_the_answer_until_the_job_is_terminal(client: Client) -> None:
+    (job_id,) = await submit(client, "sleep", [{"seconds": 0.3}])
+    with anyio.fail_after(10):
+        response = await client.get(f"/api/v1/jobs/{job_id}", query_string={"wait": "5"})
+    assert response.status_code == 200
+    job = await response.get_json()
+    assert job["status"] == "completed", job
+    assert job["id"] == job_id
+
+
+async def test_wait_answers_the_job_as_it_is_when_the_time_is_up(client: Client) -> None:
+    (job_id,) = await submit(client, "sleep", [{"seconds": 5.0}])
+    started = anyio.current_time()
+    response = await client.get(f"/api/v1/jobs/{job_id}", query_string={"wait": "0.4"})
+    elapsed = anyio.current_time() - started
+    assert response.status_code == 200
+    job = await response.get_json()
+    assert job["status"] in {"pending", "in_progress"}, job
+    assert 0.3 <= elapsed < 4.0, elapsed
+    await client.post(f"/api/v1/jobs/{job_id}/cancel")
+
+
+async def test_wait_on_a_terminal_job_answers_at_once(client: Client) -> None:
+    (job_id,) = await submit(client, "echo", [{}])
+    await wait_for(client, job_id, terminal)
+    started = anyio.current_time()
+    response = await client.get(f"/api/v1/jobs/{job_id}", query_string={"wait": "30"})
+    assert response.status_code == 200
+    assert anyio.current_time() - started < 2.0
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "61", "nan", "inf", "soon", ""])
+async def test_a_bad_wait_is_a_422(client: Client, bad: str) -> None:
+    (job_id,) = await submit(client, "echo", [{}])
+    body = await assert_error(
+        client.get(f"/api/v1/jobs/{job_id}", query_string={"wait": bad}), 422, "validation_error"
+    )
+    assert bad_fields(body) == {"wait"}
+
+
+async def test_wait_on_an_unknown_job_is_a_404_at_once(client: Client) -> None:
+    started = anyio.current_time()
+    await assert_error(
+        client.get(f"/api/v1/jobs/{uuid.uuid4()}", query_string={"wait": "30"}),
+        404,
+        "job_not_found",
+    )
+    assert anyio.current_time() - started < 2.0
