@@ -20,8 +20,12 @@ from taskflow.messages import JobSubmitted, NewJob, SubmitJobs
 from taskflow.ports import EventBus, Inserted, JobStore, Transport
 from taskflow.registry import TaskRegistry
 from taskflow.storable import find_unstorable, text_problem
+from taskflow.streams import receive_batch
 
 log = get_logger("taskflow.ingest")
+
+PUBLISH_BACKLOG = 256
+"""Committed groups waiting for the publisher, at most (each up to ``max_group`` jobs)."""
 
 
 @dataclass(kw_only=True)
@@ -39,6 +43,8 @@ class IngestStats:
     submitted: int = 0
     batches: int = 0
     rejected: int = 0
+    published: int = 0
+    """Jobs published (confirmed) and marked published."""
     publish_deferred: int = 0
     """Jobs stored but not published at once (the transport failed): the outbox sweep's."""
 
@@ -78,7 +84,9 @@ class Ingest:
         self._inbox.close()
 
     async def submit(self, command: SubmitJobs) -> Inserted:
-        """Store and publish a batch; returns when it is durable and published.
+        """Store a batch; returns once it is durable (committed). Its due jobs are published
+        right after, off the caller's path, with those of other commits (a publish that fails
+        leaves them to the outbox sweep: they run all the same, invariant 1).
 
         Raises ``ValidationError``/``UnknownTask`` for bad input, ``IdempotencyConflict``,
         ``ShuttingDown`` once stopping, and store/transport errors.
@@ -107,22 +115,48 @@ class Ingest:
         self._outbox.close()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        task_status.started()
-        while True:
-            try:
-                first = await self._inbox.receive()
-            except anyio.EndOfStream:
-                return
-            group = [first]
-            size = len(first.command.jobs)
-            while size < self.max_group:
+        # Committed jobs wait here for the publisher; bounded, so a stalled transport slows
+        # the commits down (backpressure) instead of growing without end.
+        due_send, due_receive = anyio.create_memory_object_stream[list[Job]](PUBLISH_BACKLOG)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._publish_due, due_receive)
+            task_status.started()
+            async with due_send:  # closed when intake ends: the publisher drains, then ends
+                while True:
+                    try:
+                        first = await self._inbox.receive()
+                    except anyio.EndOfStream:
+                        return
+                    group = [first]
+                    size = len(first.command.jobs)
+                    while size < self.max_group:
+                        try:
+                            nxt = self._inbox.receive_nowait()
+                        except (anyio.WouldBlock, anyio.EndOfStream):
+                            break
+                        group.append(nxt)
+                        size += len(nxt.command.jobs)
+                    await self._commit(group, due_send)
+
+    async def _publish_due(self, due: MemoryObjectReceiveStream[list[Job]]) -> None:
+        """Publish committed jobs, then mark them published: everything waiting goes in one
+        confirmed publish and one mark, while the next group commits."""
+        async with due:
+            while True:
                 try:
-                    nxt = self._inbox.receive_nowait()
-                except (anyio.WouldBlock, anyio.EndOfStream):
-                    break
-                group.append(nxt)
-                size += len(nxt.command.jobs)
-            await self._commit(group)
+                    batches = await receive_batch(due, PUBLISH_BACKLOG)
+                except anyio.EndOfStream:
+                    return
+                jobs = [job for batch in batches for job in batch]
+                try:
+                    await publish_jobs(self.transport, self.store, jobs)
+                except Exception as exc:
+                    # The rows are committed: the reaper's outbox sweep publishes them later,
+                    # so the submissions stay accepted (invariant 1).
+                    log.warning("publish_deferred", jobs=len(jobs), error=str(exc))
+                    self._counts.publish_deferred += len(jobs)
+                else:
+                    self._counts.published += len(jobs)
 
     def statistics(self) -> IngestStats:
         return replace(self._counts)
@@ -181,8 +215,11 @@ class Ingest:
             run_at=now + new.delay if scheduled else None,
         )
 
-    async def _commit(self, group: list[Submission]) -> None:
-        """One insert for all unkeyed submissions, one per keyed one, then one publish."""
+    async def _commit(
+        self, group: list[Submission], due_send: MemoryObjectSendStream[list[Job]]
+    ) -> None:
+        """One insert for all unkeyed submissions, one per keyed one; wake the submitters;
+        hand the due jobs to the publisher."""
         now = self.clock.now()
         plain: list[tuple[Submission, list[Job]]] = []
         stored: list[tuple[Submission, list[Job], Inserted]] = []
@@ -214,13 +251,8 @@ class Ingest:
         due = [j for j in new_jobs if j.status is JobStatus.PENDING]
         if self.crash_after_commit and new_jobs:
             os._exit(97)  # the outbox fault hook: committed, not published
-        try:
-            await publish_jobs(self.transport, self.store, due)
-        except Exception as exc:
-            # The rows are committed: the reaper's outbox sweep publishes them later, so the
-            # submission is accepted all the same (invariant 1).
-            log.warning("publish_deferred", jobs=len(due), error=str(exc))
-            self._counts.publish_deferred += len(due)
+        if due:
+            await due_send.send(due)
         await self.events.publish(
             [
                 JobSubmitted(

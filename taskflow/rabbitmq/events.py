@@ -46,7 +46,7 @@ from taskflow.rabbitmq.connection import (
     running,
 )
 from taskflow.rabbitmq.topology import Topology
-from taskflow.streams import receive_batch
+from taskflow.streams import receive_ready
 
 log = get_logger("taskflow.rabbitmq.events")
 
@@ -221,7 +221,11 @@ class RabbitMQEventBus:
         async with self._outbox_receive:
             while True:
                 try:
-                    waiting = await receive_batch(self._outbox_receive, 1024)
+                    waiting = [await self._outbox_receive.receive()]
+                    # One turn of the loop first: the tasks ready now (executors starting
+                    # or finishing a batch) publish theirs, and all go in the same messages.
+                    await anyio.lowlevel.checkpoint()
+                    waiting += await receive_ready(self._outbox_receive, 1024 - 1)
                 except (anyio.EndOfStream, anyio.ClosedResourceError):
                     return
                 for run in runs_of_one_kind(waiting):

@@ -295,11 +295,14 @@ async def test_after_stop_submit_raises_shutting_down_and_run_returns() -> None:
 
 async def test_a_publish_failure_after_the_commit_is_accepted_and_left_to_the_outbox() -> None:
     """Invariant 1: once the rows are committed the submission is accepted; the publish that
-    failed is the outbox's to redo (the reaper's sweep, tested in test_reaper.py)."""
+    failed (after ``submit`` returned: the publisher runs off the caller's path) is the
+    outbox's to redo (the reaper's sweep, tested in test_reaper.py)."""
     async with running_ingest() as h, h.bus.subscribe() as events:
         h.transport.outage = RuntimeError("down")
         with anyio.fail_after(5):
             inserted = await h.ingest.submit(one())
+            while h.ingest.statistics().publish_deferred < 1:  # noqa: ASYNC110
+                await anyio.sleep(0.001)
         (job_id,) = inserted.job_ids
         job = h.store.jobs[job_id]
         assert (job.status, job.published) == (JobStatus.PENDING, False)
@@ -313,6 +316,8 @@ async def test_a_publish_failure_after_the_commit_is_accepted_and_left_to_the_ou
         command = SubmitJobs(jobs=(NewJob(task="echo"),), idempotency_key="k", request_hash="h")
         with anyio.fail_after(5):
             first = await h.ingest.submit(command)
+            while h.ingest.statistics().publish_deferred < 2:  # noqa: ASYNC110
+                await anyio.sleep(0.001)
         h.transport.outage = None
         with anyio.fail_after(5):
             again = await h.ingest.submit(command)
@@ -321,5 +326,6 @@ async def test_a_publish_failure_after_the_commit_is_accepted_and_left_to_the_ou
         # Once the transport is back the ingest publishes and marks new jobs at once
         with anyio.fail_after(5):
             fresh = await h.ingest.submit(one())
-        assert h.store.jobs[fresh.job_ids[0]].published
+            while not h.store.jobs[fresh.job_ids[0]].published:  # noqa: ASYNC110
+                await anyio.sleep(0.001)
         assert h.transport.published == 1
