@@ -217,10 +217,40 @@ class Peer(System):
         sys.path.insert(0, str(HERE))
         import importlib
 
-        module = importlib.import_module(self.module)
-        return importlib.reload(module)
+        importlib.reload(importlib.import_module("peer_done"))  # PREFIX from this scratch
+        return importlib.reload(importlib.import_module(self.module))
 
     module = ""
+
+    def send(self, module: Any, task: str, *args: Any) -> None:
+        raise NotImplementedError
+
+    def close(self, module: Any) -> None:
+        raise NotImplementedError
+
+    def enqueue(self, s: Scratch, task: str, n: int) -> float:
+        module = self._module(s)
+        self.send(module, task)  # warm: the connection opens
+        start = time.perf_counter()
+        for _ in range(n - 1):
+            self.send(module, task)
+        rate = (n - 1) / (time.perf_counter() - start)
+        self.close(module)
+        return rate
+
+    def latency(self, s: Scratch, n: int) -> dict[str, list[float]]:
+        module, r = self._module(s), redis_client()
+        samples = []
+        for i in range(n + 1):
+            tag = f"l{i}"
+            start = time.perf_counter()
+            self.send(module, "noop", tag)
+            if r.blpop(f"{s.prefix}:{tag}", timeout=30) is None:
+                raise Failed(f"{self.name} latency probe timed out")
+            if i:  # the first one warms the connection
+                samples.append(time.perf_counter() - start)
+        self.close(module)
+        return {"one by one": samples}
 
 
 class Celery(Peer):
@@ -247,30 +277,11 @@ class Celery(Peer):
             for i in range(n)
         ]
 
-    def enqueue(self, s: Scratch, task: str, n: int) -> float:
-        module = self._module(s)
-        fn = getattr(module, task)
-        fn.delay()  # warm: connection open
-        start = time.perf_counter()
-        for _ in range(n - 1):
-            fn.delay()
-        rate = (n - 1) / (time.perf_counter() - start)
-        module.app.close()
-        return rate
+    def send(self, module: Any, task: str, *args: Any) -> None:
+        getattr(module, task).delay(*args)
 
-    def latency(self, s: Scratch, n: int) -> dict[str, list[float]]:
-        module, r = self._module(s), redis_client()
-        samples = []
-        for i in range(n + 1):
-            tag = f"l{i}"
-            start = time.perf_counter()
-            module.noop.delay(tag)
-            if r.blpop(f"{s.prefix}:{tag}", timeout=30) is None:
-                raise Failed("celery latency probe timed out")
-            if i:  # the first one warms the connection
-                samples.append(time.perf_counter() - start)
+    def close(self, module: Any) -> None:
         module.app.close()
-        return {"one by one": samples}
 
 
 class Dramatiq(Peer):
@@ -280,30 +291,11 @@ class Dramatiq(Peer):
         threads = ["--threads", "32"] if self.name.endswith("threads") else []
         return [[PY, "-m", "dramatiq", "peer_dramatiq", "--processes", str(n), *threads]]
 
-    def enqueue(self, s: Scratch, task: str, n: int) -> float:
-        module = self._module(s)
-        actor = getattr(module, task)
-        actor.send()
-        start = time.perf_counter()
-        for _ in range(n - 1):
-            actor.send()
-        rate = (n - 1) / (time.perf_counter() - start)
-        module.dramatiq.get_broker().close()
-        return rate
+    def send(self, module: Any, task: str, *args: Any) -> None:
+        getattr(module, task).send(*args)
 
-    def latency(self, s: Scratch, n: int) -> dict[str, list[float]]:
-        module, r = self._module(s), redis_client()
-        samples = []
-        for i in range(n + 1):
-            tag = f"l{i}"
-            start = time.perf_counter()
-            module.noop.send(tag)
-            if r.blpop(f"{s.prefix}:{tag}", timeout=30) is None:
-                raise Failed("dramatiq latency probe timed out")
-            if i:
-                samples.append(time.perf_counter() - start)
+    def close(self, module: Any) -> None:
         module.dramatiq.get_broker().close()
-        return {"one by one": samples}
 
 
 class TaskFlow(System):

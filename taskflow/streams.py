@@ -20,16 +20,11 @@ async def receive_batch(stream: Receiver[T_co], limit: int) -> list[T_co]:
     yielding to the scheduler: a consumer keeps up with producers that send in bursts, and
     one store call can serve the whole batch. Raises ``anyio.EndOfStream`` when the stream
     ends before the first item."""
-    batch = [await stream.receive()]
-    while len(batch) < limit:
-        try:
-            batch.append(stream.receive_nowait())
-        except (anyio.WouldBlock, anyio.EndOfStream):
-            break
-    return batch
+    first = await stream.receive()
+    return [first, *receive_ready(stream, limit - 1)]
 
 
-async def receive_ready(stream: Receiver[T_co], limit: int) -> list[T_co]:
+def receive_ready(stream: Receiver[T_co], limit: int) -> list[T_co]:
     """Every item already waiting (up to ``limit``), without waiting for one."""
     batch: list[T_co] = []
     while len(batch) < limit:

@@ -225,7 +225,7 @@ class RabbitMQEventBus:
                     # One turn of the loop first: the tasks ready now (executors starting
                     # or finishing a batch) publish theirs, and all go in the same messages.
                     await anyio.lowlevel.checkpoint()
-                    waiting += await receive_ready(self._outbox_receive, 1024 - 1)
+                    waiting += receive_ready(self._outbox_receive, 1024 - 1)
                 except (anyio.EndOfStream, anyio.ClosedResourceError):
                     return
                 for run in runs_of_one_kind(waiting):
