@@ -22,7 +22,7 @@ from actors.tree import Tree, TreeConfig, open_tree
 from taskflow.errors import ValidationError
 from taskflow.jobs import ACTIVE, TERMINAL, Job, JobStatus
 from taskflow.memory import MemoryJobStore
-from taskflow.messages import TERMINAL_EVENTS, CancelRequested, JobCancelled, NewJob, SubmitJobs
+from taskflow.messages import CancelRequested, JobCancelled, NewJob, SubmitJobs
 from taskflow.ports import DeadMessage, Inserted, JobQuery
 from taskflow.registry import TaskRegistry
 from taskflow.resources import Resources
@@ -104,18 +104,19 @@ class Runtime:
 
     async def wait(self, job_id: str, timeout: float | None = None) -> Job:
         """The job once it is terminal. Raises ``TimeoutError`` after ``timeout`` seconds."""
+        waiters = self.tree.waiters  # the process's one subscription (actors/waiters.py)
         with anyio.fail_after(timeout):
-            kinds = [*TERMINAL_EVENTS]
-            async with self.resources.events.subscribe(buffer=64, kinds=kinds) as events:
-                while True:
+            while True:
+                woke = waiters.expect(job_id)  # before the read: no event slips in between
+                try:
                     job = await self.get(job_id)
                     if job.status in TERMINAL:
                         return job
-                    # Wake on any event about this job; poll now and then in case one was missed.
+                    # Wake on this job's terminal event; poll now and then in case one was lost.
                     with anyio.move_on_after(0.5):
-                        async for event in events:
-                            if getattr(event, "job_id", None) == job_id:
-                                break
+                        await woke.wait()
+                finally:
+                    waiters.forget(job_id, woke)
 
     async def wait_idle(self, timeout: float | None = None, poll: float = 0.01) -> None:
         """Return when no job is pending, scheduled or in progress, every outcome is stored,

@@ -40,9 +40,10 @@ from actors.reaper import Reaper
 from actors.retrier import Retrier
 from actors.settle import Recorder
 from actors.slots import Slots
+from actors.waiters import Waiters
 from taskflow import limits
 from taskflow.config import Settings
-from taskflow.messages import AttemptFailed, DeadLetterJob, RunJob
+from taskflow.messages import TERMINAL_EVENTS, AttemptFailed, DeadLetterJob, RunJob
 from taskflow.ports import Delivery
 from taskflow.registry import TaskRegistry
 from taskflow.resources import Resources
@@ -122,6 +123,7 @@ class Tree:
     """Handles to the running actors (for the Runtime facade and the web layer)."""
 
     ingest: Ingest
+    waiters: Waiters
     dispatcher: Dispatcher
     pool: ExecutorPool
     retrier: Retrier
@@ -275,7 +277,10 @@ async def open_tree(
             interval=cfg.heartbeat_interval,
         )
         grace = cfg.shutdown_grace
+        waiters = Waiters(events=res.events, kinds=TERMINAL_EVENTS)
         by_role = [
+            # consumes: terminal job events; wakes the handle's wait() calls
+            (ChildSpec(id="waiters", run=waiters.run), {API, WORKER, PRODUCER}),
             # consumes: every event on the bus, each actor's statistics(); produces: snapshot()
             (ChildSpec(id="metrics", run=metrics.run), {API}),
             # consumes: DeadLetterJob (dead); produces, through the recorder: Bury + ack,
@@ -323,6 +328,7 @@ async def open_tree(
             metrics=metrics,
             logs=shipper,
             retrying=retrying,
+            waiters=waiters,
         )
         if edge and API in cfg.roles:
             # First to start, last to stop: while the core drains, the web edge still answers
