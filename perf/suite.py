@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -177,25 +178,30 @@ def poll_until(
 
 
 @dataclass
-class System:
+class System(ABC):
+    """One system under test: how to start its workers, enqueue, and see completions."""
+
     name: str
 
+    @abstractmethod
     def worker(self, s: Scratch, n: int) -> list[list[str]]:
-        raise NotImplementedError
+        """The commands that start ``n`` worker processes."""
 
+    @abstractmethod
     def enqueue(self, s: Scratch, task: str, n: int) -> float:
         """Enqueue ``n`` jobs one by one from this process; jobs/s."""
-        raise NotImplementedError
 
+    @abstractmethod
     def completed(self, s: Scratch) -> int:
-        raise NotImplementedError
+        """Jobs completed so far."""
 
+    @abstractmethod
     def span(self, s: Scratch) -> float:
         """Seconds from the first completion to the last."""
-        raise NotImplementedError
 
+    @abstractmethod
     def latency(self, s: Scratch, n: int) -> dict[str, list[float]]:
-        raise NotImplementedError
+        """Submit -> completion samples (seconds), per way of submitting."""
 
     @property
     def database(self) -> bool:
@@ -222,11 +228,13 @@ class Peer(System):
 
     module = ""
 
+    @abstractmethod
     def send(self, module: Any, task: str, *args: Any) -> None:
-        raise NotImplementedError
+        """Enqueue one ``task`` job through ``module`` (the peer app)."""
 
+    @abstractmethod
     def close(self, module: Any) -> None:
-        raise NotImplementedError
+        """Close the peer app's broker connection."""
 
     def enqueue(self, s: Scratch, task: str, n: int) -> float:
         module = self._module(s)
