@@ -8,13 +8,14 @@ once the outcome is recorded.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+import traceback
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from taskflow.codec import encode_value
 from taskflow.context import JobContext
 from taskflow.errors import NotStorable
-from taskflow.jobs import JobError
+from taskflow.jobs import TRACEBACK_CHARS, JobError
 from taskflow.messages import (
     EVENT_RESULT_BYTES,
     AttemptCancelled,
@@ -133,7 +134,16 @@ def error_of(code: str, exc: BaseException) -> JobError:
         code=code,
         message=clean_text(message[:MESSAGE_CHARS]),
         type=clean_text(f"{type(exc).__module__}.{type(exc).__qualname__}"),
+        traceback=traceback_of(exc),
     )
+
+
+def traceback_of(exc: BaseException) -> str | None:
+    """The end of ``exc``'s traceback (where it was raised), refused characters replaced."""
+    if exc.__traceback__ is None:
+        return None
+    text = "".join(traceback.format_exception(exc))
+    return clean_text(text[-TRACEBACK_CHARS:])
 
 
 def not_storable(outcome: AttemptSucceeded, exc: NotStorable) -> AttemptFailed:
@@ -174,7 +184,7 @@ def public_failed(outcome: AttemptFailed, *, will_retry: bool) -> JobFailed:
         max_attempts=outcome.max_attempts,
         at=outcome.at,
         started_at=outcome.started_at,
-        error=outcome.error,
+        error=replace(outcome.error, traceback=None),  # the store keeps it; events stay small
         will_retry=will_retry,
     )
 

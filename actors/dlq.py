@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -14,9 +15,19 @@ from actors.outbox import publish_jobs
 from actors.settle import Entry, Recorder
 from taskflow.clock import Clock
 from taskflow.errors import NotStorable
-from taskflow.jobs import Job, JobError, JobStatus
+from taskflow.joblog import Notes
+from taskflow.jobs import Job, JobError
 from taskflow.messages import AttemptFailed, DeadLetterJob, JobDeadLettered, JobReplayed
-from taskflow.ports import Bury, EventBus, JobQueries, JobQuery, JobStore, Transport
+from taskflow.ports import (
+    Bury,
+    DeadLetterQuery,
+    EventBus,
+    JobQueries,
+    JobStore,
+    LogStore,
+    ReplayRequest,
+    Transport,
+)
 from taskflow.streams import receive_batch
 
 
@@ -30,7 +41,7 @@ class DlqStats:
 class DlqKeeper:
     """Bury failed jobs and replay them on request.
 
-    Inputs: DeadLetterJob (from the retrier); ``replay``/``replay_all`` calls.
+    Inputs: DeadLetterJob (from the retrier); ``replay``/``replay_matching``/``purge`` calls.
     Outputs: Bury + ack through ``recorder``, then JobFailed (``will_retry`` false) and
     JobDeadLettered events; JobMessages and JobReplayed on replay.
     Restart: permanent. State: none; dead letters are jobs with status ``failed``.
@@ -43,6 +54,10 @@ class DlqKeeper:
     transport: Transport
     events: EventBus
     clock: Clock
+    logs: LogStore
+    """Purging a dead letter deletes its log too."""
+    notes: Notes | None = None
+    """Lifecycle lines for the job's log (dead-lettered, replayed)."""
     _counts: DlqStats = field(default_factory=DlqStats, init=False)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -68,53 +83,99 @@ class DlqKeeper:
                 job for e in entries for job in await self.recorder.record([e], what="bury")
             ]
         self._counts.buried += sum(isinstance(job, Job) for job in applied)
+        if self.notes is not None:
+            for job in applied:
+                if isinstance(job, Job) and job.error is not None:
+                    why = job.error.reason or "gave up"
+                    self.notes(job.id, job.attempts, "error", f"dead-lettered ({why}): {job.error}")
 
     def _entry(self, failure: AttemptFailed, code: str) -> Entry:
         error = replace(failure.error, reason=code)
         change = Bury(job_id=failure.job_id, attempt=failure.attempt, error=error)
+        public = replace(error, traceback=None)  # the store keeps it; events stay small
         events = (
-            replace(public_failed(failure, will_retry=False), error=error),
+            replace(public_failed(failure, will_retry=False), error=public),
             JobDeadLettered(
                 job_id=failure.job_id,
                 task=failure.task,
                 attempt=failure.attempt,
                 at=self.clock.now(),
-                error=error,
+                error=public,
             ),
         )
         return Entry(change, failure.delivery_tag, events)
 
-    async def dead_letters(
-        self, *, limit: int = 50, offset: int = 0, task: str | None = None
-    ) -> list[Job]:
-        return await self.queries.list(
-            JobQuery(status=JobStatus.FAILED, task=task, limit=limit, offset=offset)
-        )
+    async def dead_letters(self, query: DeadLetterQuery | None = None) -> list[Job]:
+        """Dead letters matching ``query``, newest first."""
+        return await self.queries.list_dead_letters(query or DeadLetterQuery())
 
-    async def replay(self, job_ids: Sequence[str]) -> list[Job]:
-        """Replay dead letters: a new attempt series; lineage (replay count, first error) kept.
-        Ids that are not dead letters are skipped."""
+    async def count(self, query: DeadLetterQuery | None = None) -> int:
+        return await self.queries.count_dead_letters(query or DeadLetterQuery())
+
+    async def replay(
+        self, job_ids: Sequence[str], request: ReplayRequest | None = None
+    ) -> list[Job]:
+        """Replay dead letters: a new attempt series; lineage (replay count, first error,
+        a replay record, the first payload if ``request.payload`` replaces it) kept. Ids that
+        are not dead letters are skipped."""
         now = self.clock.now()
-        jobs = await self.store.replay(job_ids, now=now)
+        jobs = await self.store.replay(job_ids, now=now, request=request)
         if jobs:
             await publish_jobs(self.transport, self.store, jobs)
             await self.events.publish(
                 [JobReplayed(job_id=j.id, replay_count=j.replay_count, at=now) for j in jobs]
             )
         self._counts.replayed += len(jobs)
+        if self.notes is not None:
+            for j in jobs:
+                by = request.by if request and request.by else "unknown"
+                why = f": {request.reason}" if request and request.reason else ""
+                changed = (
+                    " with a corrected payload"
+                    if j.replays and j.replays[-1].payload_changed
+                    else ""
+                )
+                self.notes(
+                    j.id, 0, "info", f"replayed (replay {j.replay_count}) by {by}{changed}{why}"
+                )
         return jobs
 
-    async def replay_all(self, *, task: str | None = None, batch: int = 500) -> int:
-        """Replay every dead letter (optionally of one task); returns how many."""
+    async def replay_matching(
+        self,
+        query: DeadLetterQuery | None = None,
+        request: ReplayRequest | None = None,
+        *,
+        batch: int = 500,
+    ) -> int:
+        """Replay every dead letter matching ``query``, ``batch`` at a time; returns how many.
+        Only those dead before the call: a replayed job that dies again is not replayed twice."""
+        bounded = self._before_now(query or DeadLetterQuery(), batch)
+        request = replace(request or ReplayRequest(), payload=None)  # one payload fits one job
         total = 0
-        while True:
-            page = await self.dead_letters(limit=batch, task=task)
-            if not page:
-                return total
-            replayed = await self.replay([j.id for j in page])
+        while page := await self.queries.list_dead_letters(bounded):
+            replayed = await self.replay([j.id for j in page], request)
             total += len(replayed)
-            if not replayed:
-                return total
+            if not replayed:  # another caller replayed this page first
+                break
+        return total
+
+    async def purge(self, query: DeadLetterQuery | None = None, *, batch: int = 500) -> int:
+        """Delete the dead letters matching ``query`` (and their logs), ``batch`` at a time;
+        returns how many."""
+        bounded = self._before_now(query or DeadLetterQuery(), batch)
+        total = 0
+        while purged := await self.store.purge_dead_letters(bounded):
+            await self.logs.delete(purged)
+            total += len(purged)
+        return total
+
+    def _before_now(self, query: DeadLetterQuery, batch: int) -> DeadLetterQuery:
+        now = self.clock.now()
+        until = now if query.until is None else min(query.until, now)
+        # finished_at < until: a job dead in this very instant waits for the next call
+        return replace(
+            query, until=math.nextafter(until, math.inf), limit=batch, offset=0, before=None
+        )
 
 
 def _unstorable(failure: AttemptFailed) -> AttemptFailed:

@@ -17,6 +17,7 @@ from actors import attempt
 from actors.attempt import ThreadCall
 from actors.inflight import InFlight, Running, StopReason
 from actors.settle import Entry, Recorder, Settle
+from taskflow import joblog
 from taskflow.clock import Clock
 from taskflow.context import JobContext
 from taskflow.errors import NotStorable, Retry, StoreError, TransportError, UnknownTask
@@ -72,6 +73,9 @@ class ExecutorPool:
     inflight: InFlight
     events: EventBus
     clock: Clock
+    before_attempt: Sequence[Callable[[JobContext], None]] = ()
+    """Called with each attempt's context before its task runs (the log shipper watches its
+    log). Synchronous and quick; exceptions are logged."""
     after_attempt: Sequence[AfterAttempt] = ()
     """Called with each outcome once it is recorded (or handed to the retrier): log shipping,
     and later Prometheus and tracing. Synchronous and quick; exceptions are logged."""
@@ -199,6 +203,11 @@ class ExecutorPool:
         running = self.inflight.start(job, ctx)
         if running is None:  # cancelled before it started: the task is never called
             return attempt.cancelled(run, at=self.clock.now(), lines=())
+        for hook in self.before_attempt:
+            try:
+                hook(ctx)
+            except Exception as exc:  # a hook never stops the attempt
+                log.error("before_attempt_hook_failed", hook=repr(hook), error=repr(exc))
         try:
             return await self._attempt(run, spec, running, limiter, call, started)
         finally:
@@ -244,6 +253,23 @@ class ExecutorPool:
         )
 
     async def _call(
+        self,
+        spec: TaskSpec,
+        job: Job,
+        ctx: JobContext,
+        limiter: anyio.CapacityLimiter,
+        call: ThreadCall,
+        started: float,
+    ) -> Any:
+        # stdlib logging inside the task reaches the job's log (joblog.TaskLogHandler); the
+        # worker thread of a ``def`` task inherits the context variable.
+        token = joblog.CURRENT.set(ctx.journal)
+        try:
+            return await self._call_task(spec, job, ctx, limiter, call, started)
+        finally:
+            joblog.CURRENT.reset(token)
+
+    async def _call_task(
         self,
         spec: TaskSpec,
         job: Job,

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from dataclasses import dataclass
+
+BUCKETS: tuple[float, ...] = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+    1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+)  # fmt: skip
+"""Upper bounds (seconds) of the histogram buckets: a no-op's milliseconds to an hour's job."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -18,6 +25,10 @@ class LatencySummary:
     p95: float = 0.0
     p99: float = 0.0
     max: float = 0.0
+    total: float = 0.0
+    """The sum of every sample (Prometheus' ``_sum``)."""
+    buckets: tuple[int, ...] = (0,) * len(BUCKETS)
+    """Cumulative counts of samples at most each of ``BUCKETS`` (every sample ever)."""
 
 
 class LatencyHistogram:
@@ -30,6 +41,7 @@ class LatencyHistogram:
         self._count = 0
         self._total = 0.0
         self._max = 0.0
+        self._bins = [0] * (len(BUCKETS) + 1)  # the last one: above every bound
         self._summary: LatencySummary | None = LatencySummary()
 
     def record(self, seconds: float) -> None:
@@ -37,6 +49,7 @@ class LatencyHistogram:
         self._max = seconds if self._count == 0 else max(self._max, seconds)
         self._count += 1
         self._total += seconds
+        self._bins[bisect.bisect_left(BUCKETS, seconds)] += 1
         self._summary = None
 
     def snapshot(self) -> LatencySummary:
@@ -50,8 +63,18 @@ class LatencyHistogram:
                 p95=_nearest_rank(ordered, 95),
                 p99=_nearest_rank(ordered, 99),
                 max=self._max,
+                total=self._total,
+                buckets=_cumulative(self._bins[:-1]),
             )
         return self._summary
+
+
+def _cumulative(bins: list[int]) -> tuple[int, ...]:
+    running, out = 0, []
+    for n in bins:
+        running += n
+        out.append(running)
+    return tuple(out)
 
 
 def _nearest_rank(ordered: list[float], percent: float) -> float:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Mapping
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Protocol
 
@@ -34,6 +35,10 @@ from taskflow.streams import receive_batch
 _logger = get_logger(__name__)
 
 UNKNOWN_TASK = "unknown"
+UNKNOWN_QUEUE = "unknown"
+OTHER = "other"
+"""The label of a task or queue name that is neither registered nor configured: labels stay
+bounded whatever names reach the event bus."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +103,14 @@ class MetricsSnapshot:
     workers: Mapping[str, WorkerView] = field(default_factory=dict)
     """Every worker heard from in the cluster (by its heartbeats), online or not."""
     workers_online: int = 0
+    outcomes: Mapping[str, Mapping[str, Mapping[str, int]]] = field(default_factory=dict)
+    """task -> queue -> event kind (``submitted``, ``started``, ``succeeded``,
+    ``failed_attempt``, ``retried``, ``dead_lettered``, ``cancelled``, ``replayed``) -> count.
+    Names outside the known tasks and queues count as ``other``; a job whose submission this
+    collector did not see has queue ``unknown``."""
+    queue_depth: Mapping[str, int] = field(default_factory=dict)
+    """Messages ready in each queue (from the broker in distributed mode), as of the last
+    refresh."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dicts, lists, strings and numbers: ready for ``json.dumps``."""
@@ -181,9 +194,17 @@ class MetricsCollector:
     monotonic: Callable[[], float] = anyio.current_time
     max_known_jobs: int = 100_000
     """How many job id -> task name entries to keep (for events that carry no task name)."""
+    known_tasks: frozenset[str] | None = None
+    """The task names labels may take (the registry's); others are ``other``. None: any."""
+    known_queues: frozenset[str] | None = None
+    queue_depths: Callable[[], Awaitable[Mapping[str, int]]] | None = None
+    """Read with the job counts at each refresh."""
 
     _tallies: dict[str, _Tally] = field(default_factory=dict, init=False)
-    _task_of: dict[str, str] = field(default_factory=dict, init=False)
+    _task_of: dict[str, tuple[str, str]] = field(default_factory=dict, init=False)
+    """job id -> (task, queue) labels."""
+    _outcomes: Counter[tuple[str, str, str]] = field(default_factory=Counter, init=False)
+    _depths: dict[str, int] = field(default_factory=dict, init=False)
     _by_status: dict[str, int] = field(default_factory=lambda: _status_counts({}), init=False)
     _queue_wait: LatencyHistogram = field(default_factory=LatencyHistogram, init=False)
     _run_time: LatencyHistogram = field(default_factory=LatencyHistogram, init=False)
@@ -221,11 +242,14 @@ class MetricsCollector:
         return 0
 
     async def refresh(self) -> None:
-        """Re-read the job counts from the store now. Raises what ``counts()`` raises, or
-        ``TimeoutError`` after ``query_timeout`` seconds."""
+        """Re-read the job counts from the store, then the queue depths from the transport.
+        Raises what either raises, or ``TimeoutError`` after ``query_timeout`` seconds."""
         with anyio.fail_after(self.query_timeout):
             counts = await self.queries.counts()
         self._by_status = _status_counts(counts)
+        if self.queue_depths is not None:
+            with anyio.fail_after(self.query_timeout):
+                self._depths = dict(await self.queue_depths())
 
     async def _refresh_periodically(self) -> None:
         while True:
@@ -242,29 +266,30 @@ class MetricsCollector:
             self._heard(event)
             return
         match event:
-            case JobSubmitted(job_id=job_id, task=task):
-                self._learn(job_id, task).submitted += 1
+            case JobSubmitted(job_id=job_id, task=task, queue=queue):
+                self._learn(job_id, task, queue, "submitted").submitted += 1
             case JobStarted(job_id=job_id, task=task):
-                self._learn(job_id, task).started += 1
+                self._learn(job_id, task, None, "started").started += 1
                 self._queue_wait.record(_elapsed(event.queued_at, event.at))
             case JobSucceeded(job_id=job_id, task=task):
+                self._learn(job_id, task, None, "succeeded").succeeded += 1
                 self._forget(job_id)
-                self._tally(task).succeeded += 1
                 self._run_time.record(_elapsed(event.started_at, event.at))
                 self._end_to_end.record(_elapsed(event.created_at, event.at))
                 self._succeeded.add(self.monotonic())
             case JobFailed(job_id=job_id, task=task):
-                self._learn(job_id, task).failed_attempts += 1
+                self._learn(job_id, task, None, "failed_attempt").failed_attempts += 1
                 self._failed.add(self.monotonic())
             case JobScheduled(job_id=job_id):
-                self._tally(self._task_of.get(job_id, UNKNOWN_TASK)).retried += 1
+                self._known(job_id, "retried").retried += 1
             case JobDeadLettered(job_id=job_id, task=task):
-                self._learn(job_id, task).dead_lettered += 1  # kept: a replay may follow
+                # kept: a replay may follow
+                self._learn(job_id, task, None, "dead_lettered").dead_lettered += 1
             case JobCancelled(job_id=job_id, task=task):
+                self._learn(job_id, task, None, "cancelled").cancelled += 1
                 self._forget(job_id)
-                self._tally(task).cancelled += 1
             case JobReplayed(job_id=job_id):
-                self._tally(self._task_of.get(job_id, UNKNOWN_TASK)).replayed += 1
+                self._known(job_id, "replayed").replayed += 1
             case _:
                 pass
 
@@ -274,13 +299,32 @@ class MetricsCollector:
             tally = self._tallies[task] = _Tally()
         return tally
 
-    def _learn(self, job_id: str, task: str) -> _Tally:
-        """Remember ``job_id``'s task (most recent last, oldest evicted); its tally."""
-        self._task_of.pop(job_id, None)
-        self._task_of[job_id] = task
+    def _learn(self, job_id: str, task: str, queue: str | None, kind: str) -> _Tally:
+        """Remember ``job_id``'s task and queue (most recent last, oldest evicted), count
+        ``kind`` under their labels; the task's tally."""
+        known = self._task_of.pop(job_id, None)
+        if queue is None:
+            queue = known[1] if known is not None else UNKNOWN_QUEUE
+        self._task_of[job_id] = (task, queue)
         if len(self._task_of) > self.max_known_jobs:
             del self._task_of[next(iter(self._task_of))]
+        self._outcomes[(self._label(task, self.known_tasks), self._queue_label(queue), kind)] += 1
         return self._tally(task)
+
+    def _known(self, job_id: str, kind: str) -> _Tally:
+        """For events without a task name: what is remembered of the job."""
+        known = self._task_of.get(job_id)
+        if known is None:  # not learnt: it would evict a job we do know
+            self._outcomes[(UNKNOWN_TASK, UNKNOWN_QUEUE, kind)] += 1
+            return self._tally(UNKNOWN_TASK)
+        return self._learn(job_id, *known, kind)
+
+    @staticmethod
+    def _label(name: str, known: frozenset[str] | None) -> str:
+        return name if known is None or name in known or name == UNKNOWN_TASK else OTHER
+
+    def _queue_label(self, queue: str) -> str:
+        return queue if queue == UNKNOWN_QUEUE else self._label(queue, self.known_queues)
 
     def _forget(self, job_id: str) -> None:
         """After success or cancellation nothing more can happen to the job."""
@@ -316,7 +360,15 @@ class MetricsCollector:
             events_dropped=int(getattr(self.events, "dropped", 0)),
             workers=(workers := self._worker_views(mono)),
             workers_online=sum(w.online for w in workers.values()),
+            outcomes=self._outcome_tree(),
+            queue_depth=dict(self._depths),
         )
+
+    def _outcome_tree(self) -> dict[str, dict[str, dict[str, int]]]:
+        tree: dict[str, dict[str, dict[str, int]]] = {}
+        for (task, queue, kind), n in sorted(self._outcomes.items()):
+            tree.setdefault(task, {}).setdefault(queue, {})[kind] = n
+        return tree
 
     def _heard(self, beat: WorkerHeartbeat) -> None:
         previous = self._workers.get(beat.worker_id)

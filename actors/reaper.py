@@ -11,6 +11,7 @@ from actors.outbox import publish_jobs
 from taskflow import limits
 from taskflow.clock import Clock
 from taskflow.errors import StoreError, TransportError
+from taskflow.joblog import Notes
 from taskflow.log import get_logger
 from taskflow.messages import JobDeadLettered
 from taskflow.ports import EventBus, JobStore, LogStore, Transport
@@ -40,6 +41,8 @@ class Reaper:
     transport: Transport
     events: EventBus
     logs: LogStore
+    notes: Notes | None = None
+    """Lifecycle lines for the job's log (worker lost)."""
     clock: Clock
     interval: float = 5.0
     retention_completed: float = limits.RETENTION_COMPLETED
@@ -66,6 +69,14 @@ class Reaper:
         if recovered.requeued:
             await publish_jobs(self.transport, self.store, recovered.requeued)
             log.warning("leases_recovered", jobs=len(recovered.requeued))
+        if self.notes is not None:
+            for j in (*recovered.requeued, *recovered.buried):
+                ended = j.history[-1] if j.history else None
+                who = ended.worker if ended is not None else "a worker"
+                then = "dead-lettered" if j.status.terminal else "runs again"
+                self.notes(
+                    j.id, j.attempts, "error", f"worker {who} lost: attempt {j.attempts} {then}"
+                )
         # The outbox: pending rows never confirmed by the transport (a crash or a transport
         # failure between commit and publish), left alone for ``outbox_grace`` seconds so a
         # publish in flight is not duplicated needlessly.

@@ -14,6 +14,7 @@ from actors.outbox import publish_jobs
 from actors.settle import Entry, Recorder
 from taskflow.clock import Clock
 from taskflow.errors import NotStorable, StoreError, TransportError, UnknownTask
+from taskflow.joblog import Notes
 from taskflow.jobs import JobError
 from taskflow.log import get_logger
 from taskflow.messages import AttemptFailed, DeadLetterJob, JobScheduled, JobSubmitted
@@ -54,6 +55,8 @@ class Retrier:
     clock: Clock
     rng: random.Random = field(default_factory=random.Random)
     promote_interval: float = 1.0
+    notes: Notes | None = None
+    """Lifecycle lines for the job's log (retry scheduled in N s)."""
     promote_batch: int = 500
     _wake: anyio.Event | None = field(default=None, init=False)
     _counts: RetrierStats = field(default_factory=RetrierStats, init=False)
@@ -133,6 +136,10 @@ class Retrier:
                 log.warning("stale_failure_dropped", job_id=failure.job_id, attempt=failure.attempt)
             else:
                 self._counts.retried += 1
+                if self.notes is not None and job.run_at is not None:
+                    wait = max(0.0, job.run_at - self.clock.now())
+                    message = f"retry scheduled in {wait:.1f} s (attempt {failure.attempt} of "
+                    self.notes(job.id, failure.attempt, "warning", f"{message}{job.max_attempts})")
         self.wake()
 
     def _policy(self, task: str) -> RetryPolicy:

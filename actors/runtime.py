@@ -7,6 +7,7 @@ the tree on any adapters and yields the handle.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -17,13 +18,14 @@ import anyio
 import msgspec
 from anyio.from_thread import BlockingPortal
 
+from actors.logship import LogRead
 from actors.metrics import MetricsSnapshot
 from actors.tree import Tree, TreeConfig, open_tree
 from taskflow.errors import ValidationError
 from taskflow.jobs import ACTIVE, TERMINAL, Job, JobStatus
 from taskflow.memory import MemoryJobStore
 from taskflow.messages import CancelRequested, JobCancelled, NewJob, SubmitJobs
-from taskflow.ports import DeadMessage, Inserted, JobQuery
+from taskflow.ports import DeadLetterQuery, DeadMessage, Inserted, JobQuery, ReplayRequest
 from taskflow.registry import TaskRegistry
 from taskflow.resources import Resources
 from taskflow.storable import find_unstorable
@@ -152,20 +154,49 @@ class Runtime:
             )
         return job
 
-    async def replay(self, job_id: str) -> Job | None:
-        """Replay one dead letter; ``None`` if the job is not a dead letter."""
-        jobs = await self.tree.dlq.replay([job_id])
+    async def replay(self, job_id: str, request: ReplayRequest | None = None) -> Job | None:
+        """Replay one dead letter (with a corrected payload, if ``request`` has one);
+        ``None`` if the job is not a dead letter."""
+        jobs = await self.tree.dlq.replay([job_id], request)
         return jobs[0] if jobs else None
 
-    async def replay_all(self, *, task: str | None = None) -> int:
-        return await self.tree.dlq.replay_all(task=task)
+    async def replay_all(
+        self,
+        query: DeadLetterQuery | None = None,
+        request: ReplayRequest | None = None,
+        *,
+        task: str | None = None,
+    ) -> int:
+        """Replay every dead letter matching ``query`` (all of them without one; ``task``
+        narrows it to one task type)."""
+        if task is not None:
+            query = dataclasses.replace(query or DeadLetterQuery(), task=task)
+        return await self.tree.dlq.replay_matching(query, request)
+
+    async def count_dead_letters(self, query: DeadLetterQuery | None = None) -> int:
+        return await self.tree.dlq.count(query)
+
+    async def purge_dead_letters(self, query: DeadLetterQuery | None = None) -> int:
+        """Delete the dead letters matching ``query`` (all without one), with their logs."""
+        return await self.tree.dlq.purge(query)
+
+    async def read_log(self, job_id: str) -> LogRead:
+        """The job's log records (JSON lines) as this process sees them, and where from."""
+        return await self.tree.logs.read(job_id)
+
+    async def log_facts(self, job_id: str) -> tuple[bool, str | None]:
+        """``(has_logs, link)``: whether the job logged a line, and a short-lived URL to its
+        log where the store has one (S3)."""
+        exists = await self.tree.logs.exists(job_id)
+        return exists, (await self.tree.logs.link(job_id) if exists else None)
 
     async def dead_messages(self, *, limit: int = 50, offset: int = 0) -> list[DeadMessage]:
         """Transport messages dead-lettered because they named no job to run, with reasons."""
         return await self.resources.queries.dead_messages(limit=limit, offset=offset)
 
-    async def dead_letter_list(self, *, limit: int = 50, offset: int = 0) -> list[Job]:
-        return await self.tree.dlq.dead_letters(limit=limit, offset=offset)
+    async def dead_letter_list(self, query: DeadLetterQuery | None = None) -> list[Job]:
+        """Dead letters matching ``query``, newest first."""
+        return await self.tree.dlq.dead_letters(query)
 
     async def health(self, timeout: float = 2.0) -> dict[str, str]:
         """Probe every dependency: ``{"store": "ok" | reason, "transport": "ok" | reason}``."""
@@ -224,8 +255,8 @@ class BlockingTaskFlow:
     def cancel(self, job_id: str) -> Job:
         return self._portal.call(self.runtime.cancel, job_id)
 
-    def replay(self, job_id: str) -> Job | None:
-        return self._portal.call(self.runtime.replay, job_id)
+    def replay(self, job_id: str, request: ReplayRequest | None = None) -> Job | None:
+        return self._portal.call(self.runtime.replay, job_id, request)
 
 
 class EmbeddedTaskFlow(Runtime):

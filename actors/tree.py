@@ -24,6 +24,7 @@ import random
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import anyio
 
@@ -87,6 +88,12 @@ class TreeConfig:
     heartbeats from every process) and the web edge; ``worker`` runs dispatcher, executors,
     retrier, DLQ keeper, reaper and heartbeat (its own metrics, published)."""
     heartbeat_interval: float = 2.0
+    max_log_bytes: int = limits.MAX_LOG_BYTES
+    """Per job; 0 turns job log capture off."""
+    log_spool: Path | None = None
+    """Where job log lines wait while the log store fails (``None``: they are lost)."""
+    log_flush_interval: float = 2.0
+    """How often the lines of running attempts are shipped (a tail from another process)."""
     crash_after_commit: bool = False
     """Fault injection for the fault suite only (see ``Ingest.crash_after_commit``)."""
 
@@ -115,6 +122,8 @@ class TreeConfig:
             idempotency_ttl=settings.idempotency_ttl,
             roles=roles,
             crash_after_commit=crash_after_commit,
+            max_log_bytes=settings.max_log_bytes,
+            log_spool=settings.home / "log-spool",
         )
 
 
@@ -184,6 +193,14 @@ async def open_tree(
             clock=res.clock,
             retrying=retrying,
         )
+        shipper = LogShipper(
+            logs=res.logs,
+            max_bytes=cfg.max_log_bytes,
+            spool=cfg.log_spool,
+            flush_interval=cfg.log_flush_interval,
+            worker=cfg.owner,
+            now=res.clock.now,
+        )
         dlq = DlqKeeper(
             inbox=dead,
             recorder=recorder,
@@ -192,6 +209,8 @@ async def open_tree(
             transport=res.transport,
             events=res.events,
             clock=res.clock,
+            logs=res.logs,
+            notes=shipper.note,
         )
         retrier = Retrier(
             inbox=failures,
@@ -205,8 +224,8 @@ async def open_tree(
             clock=res.clock,
             rng=random.Random(cfg.seed),
             promote_interval=cfg.promote_interval,
+            notes=shipper.note,
         )
-        shipper = LogShipper(logs=res.logs)
         slots = Slots(capacity=cfg.concurrency)  # claims never outrun the free executors
         pool = ExecutorPool(
             runs=runs,
@@ -218,6 +237,7 @@ async def open_tree(
             ),
             events=res.events,
             clock=res.clock,
+            before_attempt=[shipper.watch],
             after_attempt=[shipper.ship],
             concurrency=cfg.concurrency,
         )
@@ -235,6 +255,7 @@ async def open_tree(
         reaper = Reaper(
             events=res.events,
             logs=res.logs,
+            notes=shipper.note,
             interval=cfg.reaper_interval,
             retention_completed=cfg.retention_completed,
             retention_failed=cfg.retention_failed,
@@ -267,6 +288,9 @@ async def open_tree(
             restarts=lambda: supervisor.statistics().restarts,
             refresh_interval=cfg.metrics_interval,
             now=res.clock.now,
+            known_tasks=frozenset(registry.names()),
+            known_queues=frozenset(cfg.queues),
+            queue_depths=lambda: res.transport.depths(cfg.queues),
         )
         heartbeat = Heartbeat(
             events=res.events,
@@ -280,7 +304,7 @@ async def open_tree(
         waiters = Waiters(events=res.events, kinds=TERMINAL_EVENTS)
         by_role = [
             # consumes: terminal job events; wakes the handle's wait() calls
-            (ChildSpec(id="waiters", run=waiters.run), {API, WORKER, PRODUCER}),
+            (ChildSpec(id="waiters", run=waiters.run), {API, PRODUCER}),
             # consumes: every event on the bus, each actor's statistics(); produces: snapshot()
             (ChildSpec(id="metrics", run=metrics.run), {API}),
             # consumes: DeadLetterJob (dead); produces, through the recorder: Bury + ack,
@@ -330,7 +354,7 @@ async def open_tree(
             retrying=retrying,
             waiters=waiters,
         )
-        if edge and API in cfg.roles:
+        if edge:
             # First to start, last to stop: while the core drains, the web edge still answers
             # (503 ``shutting_down`` to submissions, 503 ``draining`` to health, reads as usual).
             children = [*edge(tree), *children]

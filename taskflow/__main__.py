@@ -41,6 +41,12 @@ def parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--queues", help="queues to consume, comma-separated (default TASKFLOW_QUEUES)"
     )
+    worker.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve this worker's own Prometheus metrics on GET /metrics at this port "
+        "(0: any free one; default TASKFLOW_METRICS_PORT, else none)",
+    )
     for service in (up, api, worker):
         service.add_argument(
             "--demo",
@@ -96,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         overrides: dict[str, object] = {
             k: v
-            for k in ("host", "port", "concurrency", "demo")
+            for k in ("host", "port", "concurrency", "demo", "metrics_port")
             if (v := getattr(args, k, None)) is not None
         }
         if getattr(args, "queues", None):

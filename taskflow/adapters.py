@@ -3,7 +3,8 @@
 ``TASKFLOW_DATABASE_URL``: ``postgresql://`` (or ``postgres://``), ``memory://`` (not durable:
 for trials), unset: the embedded PostgreSQL under ``TASKFLOW_HOME``. ``TASKFLOW_AMQP_URL``:
 ``amqp://``/``amqps://`` (transport and event bus on RabbitMQ), unset or ``memory://``: in
-process. Job logs: ``file://`` (``TASKFLOW_HOME/logs``) or ``memory://``. A scheme no table
+process. Job logs: ``TASKFLOW_S3_URL`` (``http(s)://key:secret@host/bucket``: S3 or MinIO),
+else ``file://`` (``TASKFLOW_HOME/logs``); ``memory://`` in tests. A scheme no table
 knows is a ``ConfigError`` naming the ones it does.
 """
 
@@ -97,7 +98,22 @@ TRANSPORTS: Mapping[str, Opener[tuple[Transport, EventBus]]] = {
     "amqps": _rabbitmq,
     "memory": _in_process,
 }
-LOG_STORES: Mapping[str, Opener[LogStore]] = {"file": _file_logs, "memory": _memory_logs}
+
+
+@asynccontextmanager
+async def _s3_logs(url: str, settings: Settings) -> AsyncIterator[LogStore]:
+    from taskflow.s3 import open_s3_logs  # miniopy-async (the `s3` extra), asyncio only
+
+    async with open_s3_logs(url) as store:
+        yield store
+
+
+LOG_STORES: Mapping[str, Opener[LogStore]] = {
+    "file": _file_logs,
+    "memory": _memory_logs,
+    "http": _s3_logs,
+    "https": _s3_logs,
+}
 
 
 def opener(table: Mapping[str, Opener[T]], url: str, setting: str) -> Opener[T]:
@@ -122,4 +138,5 @@ def transport_url(settings: Settings) -> str:
 
 
 def log_url(settings: Settings) -> str:
-    return "file://"
+    """``TASKFLOW_S3_URL`` (S3 or MinIO), else files under ``TASKFLOW_HOME/logs``."""
+    return str(settings.s3_url) if settings.s3_url else "file://"

@@ -73,6 +73,8 @@ class Settings:
     s3_url: Secret | None = None
     host: str = "127.0.0.1"
     port: int = 8000
+    metrics_port: int | None = None
+    """A port for this process's own Prometheus exposition (``worker --metrics-port``)."""
     concurrency: int = limits.CONCURRENCY
     prefetch: int | None = None
     """Unacknowledged deliveries per queue a worker accepts; ``None``: the concurrency."""
@@ -89,6 +91,8 @@ class Settings:
     idempotency_ttl: float = limits.IDEMPOTENCY_TTL
     max_batch: int = limits.MAX_BATCH
     max_body_bytes: int = limits.MAX_BODY_BYTES
+    max_log_bytes: int = limits.MAX_LOG_BYTES
+    """Each job's log is cut here (a truncation marker line ends it); 0 turns capture off."""
     log_level: str = "info"
     log_json: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -126,6 +130,10 @@ class Settings:
             raise ConfigError("TASKFLOW_PREFETCH must be 1..65535 (unset: the concurrency)")
         if not 0 <= self.port < 65536:
             raise ConfigError("TASKFLOW_PORT must be 0..65535 (0: any free port)")
+        if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
+            raise ConfigError("TASKFLOW_METRICS_PORT must be 0..65535 (0: any free port)")
+        if self.max_log_bytes < 0:
+            raise ConfigError("TASKFLOW_MAX_LOG_BYTES must be >= 0 (0: no job logs)")
         if not self.queues:
             raise ConfigError("TASKFLOW_QUEUES must name at least one queue")
         if self.lease_seconds <= 0 or self.shutdown_grace_seconds < 0:
@@ -145,6 +153,7 @@ _PARSERS: dict[str, Any] = {
     "s3_url": Secret,
     "host": str,
     "port": int,
+    "metrics_port": lambda raw: int(raw) if raw.strip() else None,
     "concurrency": int,
     "prefetch": lambda raw: int(raw) if raw.strip() else None,
     "queues": _csv,
@@ -159,6 +168,7 @@ _PARSERS: dict[str, Any] = {
     "idempotency_ttl": _duration,
     "max_batch": int,
     "max_body_bytes": int,
+    "max_log_bytes": int,
     "log_level": str,
     "log_json": _bool,
 }

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from taskflow import joblog
+from taskflow.joblog import JobLog
 from taskflow.log import get_logger
 
 ProgressSink = Callable[[str, int, float, "str | None"], None]
@@ -28,16 +31,19 @@ class JobContext:
     payload_size: int = 0
     _sink: ProgressSink | None = None
     _cancel: threading.Event = field(default_factory=threading.Event)
-    _lines: list[str] = field(default_factory=list)
+    journal: JobLog = field(default=None)  # type: ignore[assignment]
+    """This attempt's log records (``ctx.log``, stdlib logging in the task, lifecycle lines)."""
     log: Any = None
 
     def __post_init__(self) -> None:
+        if self.journal is None:
+            self.journal = JobLog(self.job_id, self.attempt)
         if self.log is None:
             self.log = _JobLogger(
                 get_logger("taskflow.task").bind(
                     job_id=self.job_id, attempt=self.attempt, task=self.task
                 ),
-                self._lines,
+                self.journal,
             )
 
     def progress(self, percent: float, message: str | None = None) -> None:
@@ -57,23 +63,25 @@ class JobContext:
         return self._cancel.is_set()
 
     def log_lines(self) -> list[str]:
-        """The lines this attempt logged through ``ctx.log`` (captured for the job's log)."""
-        return list(self._lines)
+        """The records logged since the log shipper last took them, as JSON lines (the rest
+        of the attempt's log, for its outcome)."""
+        return [line.decode() for line in joblog.encode(self.journal.take()).splitlines()]
 
 
 class _JobLogger:
     """A structlog logger that also keeps each line for the job's own log."""
 
-    def __init__(self, inner: Any, lines: list[str]) -> None:
+    def __init__(self, inner: Any, journal: JobLog, bound: dict[str, Any] | None = None) -> None:
         self._inner = inner
-        self._lines = lines
-        self._lock = threading.Lock()
+        self._journal = journal
+        self._bound = bound or {}
 
     def _emit(self, level: str, event: str, **kw: Any) -> None:
-        extras = " ".join(f"{k}={v!r}" for k, v in kw.items())
-        with self._lock:
-            if len(self._lines) < 10_000:
-                self._lines.append(f"{level.upper()} {event}{' ' + extras if extras else ''}")
+        fields = {**self._bound, **kw}
+        when = time.time()
+        self._journal.add(
+            joblog.record(level, self._journal.attempt, event, source="task", ts=when, **fields)
+        )
         getattr(self._inner, level)(event, **kw)
 
     def debug(self, event: str, **kw: Any) -> None:
@@ -89,4 +97,4 @@ class _JobLogger:
         self._emit("error", event, **kw)
 
     def bind(self, **kw: Any) -> _JobLogger:
-        return _JobLogger(self._inner.bind(**kw), self._lines)
+        return _JobLogger(self._inner.bind(**kw), self._journal, {**self._bound, **kw})

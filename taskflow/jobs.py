@@ -90,9 +90,55 @@ class JobError:
     type: str | None = None
     reason: str | None = None
     """Why the job was dead-lettered: ``max_attempts_exceeded`` or ``non_retryable``."""
+    traceback: str | None = None
+    """The end of the task's traceback (``TRACEBACK_CHARS`` at most), where there was one."""
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
+
+
+TRACEBACK_CHARS = 2000
+"""How much of a traceback an error keeps: its end, where the failing frame is."""
+
+
+class Outcome(enum.StrEnum):
+    """How an attempt ended (the attempt history)."""
+
+    COMPLETED = "completed"
+    RETRIED = "retried"  # failed, another attempt scheduled
+    DEAD_LETTERED = "dead_lettered"
+    CANCELLED = "cancelled"
+    RELEASED = "released"  # given back at shutdown, the attempt not counted
+    WORKER_LOST = "worker_lost"  # its lease expired: the worker died or froze
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Attempt:
+    """One finished attempt of a job. ``series`` is the replay it belongs to (0: the runs
+    before any replay). The running attempt is not in the history: the job's ``attempts``,
+    ``started_at`` and ``lease_owner`` describe it."""
+
+    number: int
+    series: int
+    worker: str | None
+    started_at: float | None
+    finished_at: float
+    outcome: Outcome
+    error: JobError | None = None
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.started_at is None else max(0.0, self.finished_at - self.started_at)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplayRecord:
+    """One replay of a dead letter: when, by whom, why, and whether the payload changed."""
+
+    at: float
+    by: str | None = None
+    reason: str | None = None
+    payload_changed: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -125,6 +171,11 @@ class Job:
     """Outbox marker: the transport confirmed the message of this pending job."""
     replay_count: int = 0
     original_error: JobError | None = None
+    original_payload: dict[str, Any] | None = None
+    """The payload as first submitted, once a replay changed it."""
+    history: tuple[Attempt, ...] = ()
+    """Every finished attempt, oldest first."""
+    replays: tuple[ReplayRecord, ...] = ()
 
     @property
     def in_dlq(self) -> bool:

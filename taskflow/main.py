@@ -326,19 +326,37 @@ async def serve(settings: Settings, role: str = "up") -> None:
             from web.server import listen
 
             sock = held.enter_context(listen(settings.host, settings.port))
+        metrics_sock = None
+        if settings.metrics_port is not None:
+            from actors.metrics_http import bind
+
+            metrics_sock = held.enter_context(bind(settings.host, settings.metrics_port))
 
         def edge(tree: Tree) -> list[ChildSpec]:
+            children = []
+            if metrics_sock is not None:  # prometheus-client only when asked for
+                from actors.exposition import WorkerCollector, registry_of
+                from actors.metrics_http import MetricsServer
+
+                collector = WorkerCollector(
+                    executor=tree.pool.statistics,
+                    sources=tree.metrics.statistics_sources,
+                    restarts=lambda: tree.supervisor.statistics().restarts,
+                )
+                own = MetricsServer(sock=metrics_sock, registry=registry_of(collector))
+                children.append(ChildSpec(id="metrics_http", run=own.run))
+            if sock is None:
+                return children
             from web.app import create_app
             from web.server import WebServer
 
-            assert sock is not None
             server = WebServer(
                 app=create_app(Runtime(tree, resources), settings),
                 host=settings.host,
                 port=settings.port,
                 sock=sock,
             )
-            return [ChildSpec(id="web", run=server.run, stop=server.stop, grace=10.0)]
+            return [*children, ChildSpec(id="web", run=server.run, stop=server.stop, grace=10.0)]
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch_signals)
@@ -352,10 +370,11 @@ async def serve(settings: Settings, role: str = "up") -> None:
                     # Fault injection for the fault suite (tests/faults) only.
                     crash_after_commit=os.environ.get("TASKFLOW_TEST_CRASH_AFTER_COMMIT") == "1",
                 )
-                async with open_tree(
-                    registry, resources, config, edge=edge if sock is not None else None
-                ) as tree:
+                async with open_tree(registry, resources, config, edge=edge) as tree:
                     forced.append(tree)
+                    if metrics_sock is not None:
+                        host, port = metrics_sock.getsockname()[:2]
+                        log.info("metrics_listening", host=host, port=port, path="/metrics")
                     if sock is not None:
                         host, port = sock.getsockname()[:2]
                         log.info("taskflow_started", role=role, host=host, port=port)

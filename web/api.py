@@ -33,7 +33,6 @@ from web.parsing import (
 )
 from web.responses import ApiError, json_response
 from web.schemas import (
-    DeadLetterPage,
     DeadMessagePage,
     ErrorEnvelope,
     GetJobQuery,
@@ -43,14 +42,12 @@ from web.schemas import (
     ListJobsQuery,
     MetricsResponse,
     PageQuery,
-    ReplayAllQuery,
-    ReplayAllResponse,
-    ReplayOneResponse,
     SubmitHeaders,
     SubmitRequest,
     SubmitResponse,
     dead_message_out,
     job_out,
+    metrics_out,
 )
 from web.state import current_state
 
@@ -163,7 +160,8 @@ async def list_jobs() -> Response:
 @documented(JobOut, 200)
 @errors(404, 422, 503)
 async def get_job(task_id: str) -> Response:
-    """One job, with its progress, result or error, and lineage.
+    """One job, with its progress, result or error (with the end of its traceback), its
+    attempt history and lineage.
 
     With ``wait=S`` (0 < S <= 60) the answer is held until the job is terminal (woken by the
     event bus, no polling by the client), or answers the job as it is after S seconds.
@@ -176,7 +174,7 @@ async def get_job(task_id: str) -> Response:
             job = await runtime.wait(wanted, timeout=wait)
         except TimeoutError:
             job = await runtime.get(wanted)
-    return json_response(job_out(job))
+    return json_response(job_out(job, tracebacks=True, logs=await runtime.log_facts(job.id)))
 
 
 @api.post("/jobs/<task_id>/cancel")
@@ -193,25 +191,6 @@ async def cancel_job(task_id: str) -> Response:
 
 
 # ------------------------------------------------------------------ dead letters
-
-
-@api.get("/dlq")
-@document_querystring(PageQuery)
-@documented(DeadLetterPage, 200)
-@errors(422, 503)
-async def list_dead_letters() -> Response:
-    """List dead letters (jobs that failed for good), newest first."""
-    page = parse_page(request.args)
-    jobs = await current_state().runtime.dead_letter_list(limit=page.limit + 1, offset=page.offset)
-    shown, next_offset = _one_page(jobs, page)
-    return json_response(
-        DeadLetterPage(
-            limit=page.limit,
-            offset=page.offset,
-            tasks=[job_out(job) for job in shown],
-            next_offset=next_offset,
-        )
-    )
 
 
 @api.get("/dlq/messages")
@@ -238,40 +217,6 @@ def _one_page(rows: list[T], page: Page) -> tuple[list[T], int | None]:
     """``rows`` was read with ``limit + 1``: the page, and the next offset if there is more."""
     shown = rows[: page.limit]
     return shown, (page.offset + len(shown) if len(rows) > page.limit else None)
-
-
-@api.post("/jobs/action/<task_id>/retry")
-@documented(ReplayOneResponse, 200)
-@errors(404, 422, 503)
-async def replay_dead_letter(task_id: str) -> Response:
-    """Replay one dead letter: pending again, with a new attempt series.
-
-    404 ``job_not_found`` for an unknown id, 404 ``not_dead_letter`` for a job that is not
-    in the dead letters.
-    """
-    runtime = current_state().runtime
-    jid = job_id(task_id)
-    job = await runtime.replay(jid)
-    if job is None:
-        await runtime.get(jid)  # JobNotFound -> 404 job_not_found
-        raise ApiError(
-            404,
-            "not_dead_letter",
-            f"Job {jid} is not a dead letter.",
-            details={"task_id": jid},
-        )
-    return json_response(ReplayOneResponse(success=True, task_id=job.id, job=job_out(job)))
-
-
-@api.post("/jobs/action/retry")
-@document_querystring(ReplayAllQuery)
-@documented(ReplayAllResponse, 200)
-@errors(422, 503)
-async def replay_all_dead_letters() -> Response:
-    """Replay every dead letter (optionally of one ``task_type``); 200 even when none."""
-    task = request.args.get("task_type") or request.args.get("taskType") or None
-    replayed = await current_state().runtime.replay_all(task=task)
-    return json_response(ReplayAllResponse(replayed=replayed))
 
 
 # ------------------------------------------------------------------ operations
@@ -326,4 +271,4 @@ async def health() -> Response:
 async def metrics() -> Response:
     """The metrics actor's latest snapshot: jobs by status, per-task counters, throughput,
     latency summaries, executor load and actor statistics."""
-    return json_response(current_state().runtime.metrics().to_dict())
+    return json_response(metrics_out(current_state().runtime.metrics()))

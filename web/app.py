@@ -14,9 +14,12 @@ from actors.runtime import Runtime
 from taskflow.config import Settings
 from taskflow.version import __version__
 from web.api import API_NAME, api
+from web.dlq import dlq
 from web.errors import register_error_handlers
+from web.logs import logs
 from web.middleware import with_request_context
 from web.openapi import ApiOpenAPIProvider
+from web.prometheus import count_requests, prometheus
 from web.state import ApiState, install
 
 
@@ -59,4 +62,8 @@ def create_app(runtime: Runtime, settings: Settings) -> Quart:
     )
     register_error_handlers(app)
     app.register_blueprint(api)
+    app.register_blueprint(dlq)
+    app.register_blueprint(logs)
+    app.register_blueprint(prometheus)
+    count_requests(app)
     return app

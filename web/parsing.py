@@ -332,7 +332,7 @@ def job_id(value: str) -> str:
 # ------------------------------------------------------------------ query strings
 
 
-def _single(args: MultiDict[str, str], key: str, errors: FieldErrors) -> str | None:
+def single_arg(args: MultiDict[str, str], key: str, errors: FieldErrors) -> str | None:
     values = args.getlist(key)
     if len(values) > 1:
         errors.add(key, "given more than once")
@@ -343,7 +343,7 @@ def _single(args: MultiDict[str, str], key: str, errors: FieldErrors) -> str | N
 def _query_int(
     args: MultiDict[str, str], key: str, default: int, low: int, high: int, errors: FieldErrors
 ) -> int:
-    raw = _single(args, key, errors)
+    raw = single_arg(args, key, errors)
     if raw is None:
         return default
     try:
@@ -357,16 +357,14 @@ def _query_int(
     return value
 
 
-def _query_name(
-    args: MultiDict[str, str], keys: tuple[str, str], errors: FieldErrors
-) -> str | None:
+def query_name(args: MultiDict[str, str], keys: tuple[str, str], errors: FieldErrors) -> str | None:
     given = [k for k in keys if k in args]
     if len(given) > 1:
         errors.add(given[1], f"given twice (as {given[0]!r} and {given[1]!r})")
         return None
     if not given:
         return None
-    raw = _single(args, given[0], errors)
+    raw = single_arg(args, given[0], errors)
     if raw is None or not raw.strip():
         return None
     if len(raw) > MAX_NAME:
@@ -399,7 +397,7 @@ def parse_wait(args: MultiDict[str, str]) -> float | None:
     """``wait`` of ``GET /jobs/{id}``: seconds to hold the answer until the job is terminal,
     0 < wait <= 60 (fractions allowed); None when absent. 422 ``validation_error`` otherwise."""
     errors = FieldErrors()
-    raw = _single(args, "wait", errors)
+    raw = single_arg(args, "wait", errors)
     value: float | None = None
     if raw is not None:
         try:
@@ -422,16 +420,16 @@ def parse_job_query(args: MultiDict[str, str]) -> JobQuery:
     errors = FieldErrors()
     page = parse_page(args, errors)
     status: JobStatus | None = None
-    raw_status = _single(args, "status", errors)
+    raw_status = single_arg(args, "status", errors)
     if raw_status:
         try:
             status = JobStatus(raw_status.strip())
         except ValueError:
             errors.add("status", f"must be one of {', '.join(s.value for s in JobStatus)}")
-    task = _query_name(args, ("task_type", "taskType"), errors)
-    queue = _query_name(args, ("queue_name", "queueName"), errors)
+    task = query_name(args, ("task_type", "taskType"), errors)
+    queue = query_name(args, ("queue_name", "queueName"), errors)
     before = None
-    raw_cursor = _single(args, "cursor", errors)
+    raw_cursor = single_arg(args, "cursor", errors)
     if raw_cursor:
         before = decode_cursor(raw_cursor)
         if before is None:

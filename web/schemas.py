@@ -13,8 +13,9 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from actors.metrics import MetricsSnapshot
 from taskflow import limits
-from taskflow.jobs import Job, JobError, JobStatus
+from taskflow.jobs import Attempt, Job, JobError, JobStatus
 from taskflow.ports import DeadMessage
 
 Status = Literal["pending", "scheduled", "in_progress", "completed", "failed", "cancelled"]
@@ -77,16 +78,10 @@ class GetJobQuery(msgspec.Struct):
 
 
 class PageQuery(msgspec.Struct):
-    """Paging of ``GET /api/v1/dlq`` (newest first)."""
+    """Paging (newest first)."""
 
     limit: Annotated[int, msgspec.Meta(ge=1, le=limits.MAX_PAGE)] = limits.DEFAULT_PAGE
     offset: Annotated[int, msgspec.Meta(ge=0, le=limits.MAX_OFFSET)] = 0
-
-
-class ReplayAllQuery(msgspec.Struct):
-    """Optionally replay only the dead letters of one task type."""
-
-    task_type: str | None = None
 
 
 # ------------------------------------------------------------------ responses
@@ -101,13 +96,41 @@ class SubmitResponse(msgspec.Struct, rename="camel"):
     message: str
 
 
-class JobErrorOut(msgspec.Struct):
-    """Why an attempt failed; ``reason`` says why a job was dead-lettered."""
+class JobErrorOut(msgspec.Struct, omit_defaults=True):
+    """Why an attempt failed; ``reason`` says why a job was dead-lettered. ``traceback`` (the
+    end of the task's traceback) is shown where one job is shown, not in listings."""
 
     code: str
     message: str
     type: str | None
     reason: str | None
+    traceback: str | None = None
+
+
+class AttemptOut(msgspec.Struct, rename="camel"):
+    """One finished attempt: ``series`` counts replays (0 before any), ``durationSeconds``
+    from its start to its end, ``outcome`` one of completed, retried, dead_lettered,
+    cancelled, released (given back at shutdown, not counted), worker_lost."""
+
+    number: int
+    series: int
+    worker: str | None
+    started_at: datetime | None
+    finished_at: datetime
+    duration_seconds: float | None
+    outcome: Literal[
+        "completed", "retried", "dead_lettered", "cancelled", "released", "worker_lost"
+    ]
+    error: JobErrorOut | None
+
+
+class ReplayOut(msgspec.Struct, rename="camel"):
+    """One replay of the job: when, by whom, why, and whether it replaced the payload."""
+
+    at: datetime
+    by: str | None
+    reason: str | None
+    payload_changed: bool
 
 
 class JobOut(msgspec.Struct, rename="camel"):
@@ -130,11 +153,21 @@ class JobOut(msgspec.Struct, rename="camel"):
     cancel_requested: bool
     replay_count: int
     original_error: JobErrorOut | None
+    original_payload: dict[str, Any] | None
+    """The payload as first submitted, once a replay replaced it."""
+    attempt_history: list[AttemptOut]
+    """Every finished attempt, oldest first (the running one is ``attempts``/``startedAt``)."""
+    replays: list[ReplayOut]
     run_at: datetime | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+    has_logs: bool | None = None
+    """True once the job logged a line (``GET /api/v1/logs/{id}``); shown where one job is
+    shown, null in listings."""
+    log_url: str | None = None
+    """With S3: a presigned link to the log object, valid 15 minutes."""
 
 
 class JobPage(msgspec.Struct, rename="camel"):
@@ -148,11 +181,14 @@ class JobPage(msgspec.Struct, rename="camel"):
 
 
 class DeadLetterPage(msgspec.Struct, rename="camel"):
-    """A page of dead letters (failed jobs), newest first; ``nextOffset`` is null at the end."""
+    """A page of dead letters (failed jobs), newest first by when they died. Pass
+    ``nextCursor`` as ``cursor`` for the next page (stable while jobs die); ``nextOffset``
+    works too. Both are null on the last page."""
 
     limit: int
     offset: int
     tasks: list[JobOut]
+    next_cursor: str | None
     next_offset: int | None
 
 
@@ -184,10 +220,64 @@ class ReplayOneResponse(msgspec.Struct, rename="camel"):
     job: JobOut
 
 
-class ReplayAllResponse(msgspec.Struct):
-    """How many dead letters were replayed (0 when there were none)."""
+class ReplayAllResponse(msgspec.Struct, rename="camel"):
+    """How many dead letters matched the filters and how many were replayed (0 when there
+    were none); with ``dryRun`` nothing is replayed."""
 
     replayed: int
+    matched: int
+    dry_run: bool
+
+
+class PurgeResponse(msgspec.Struct, rename="camel"):
+    """How many dead letters matched the filters and how many were deleted, with their logs;
+    with ``dryRun`` nothing is deleted."""
+
+    purged: int
+    matched: int
+    dry_run: bool
+
+
+class DeadLetterQueryDoc(msgspec.Struct):
+    """Filters of the dead letters, combined (``GET``/``DELETE /api/v1/dlq``,
+    ``POST /api/v1/jobs/action/retry``). ``since``/``until``: when the job was dead-lettered,
+    ISO-8601 or seconds since the epoch. ``q``: a job id, or text (case-insensitive) in the
+    last error's message or type or in the payload."""
+
+    task_type: str | None = None
+    queue_name: str | None = None
+    error_code: str | None = None
+    since: str | None = None
+    until: str | None = None
+    q: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+
+
+class DeadLetterListQuery(DeadLetterQueryDoc):
+    """The filters, and paging: ``cursor`` (the previous page's ``nextCursor``) or ``offset``."""
+
+    limit: Annotated[int, msgspec.Meta(ge=1, le=limits.MAX_PAGE)] = limits.DEFAULT_PAGE
+    offset: Annotated[int, msgspec.Meta(ge=0, le=limits.MAX_OFFSET)] = 0
+    cursor: str | None = None
+
+
+class ReplayManyQuery(DeadLetterQueryDoc):
+    """The filters; ``dry_run=true`` answers with the count only."""
+
+    dry_run: bool = False
+
+
+class PurgeQuery(DeadLetterQueryDoc):
+    """The filters; without any, ``all=true`` is required. ``dry_run=true`` counts only."""
+
+    dry_run: bool = False
+    all: bool = False
+
+
+class ReplayRequestBody(msgspec.Struct, forbid_unknown_fields=True):
+    """Optional body of a replay: a corrected payload (one job only) and why."""
+
+    payload: dict[str, Any] | None = None
+    reason: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
 
 
 class HealthResponse(msgspec.Struct):
@@ -201,9 +291,31 @@ class HealthResponse(msgspec.Struct):
     retrying: dict[str, str] = msgspec.field(default_factory=dict)
 
 
+class DashboardMetrics(msgspec.Struct, rename="camel"):
+    """The seed's job counts: ``pending`` includes scheduled jobs, ``dlqCounts`` is the
+    number of dead letters."""
+
+    total_tasks: int
+    pending: int
+    in_progress: int
+    completed: int
+    failed: int
+    dlq_counts: int
+
+
+class SystemHealth(msgspec.Struct, rename="camel"):
+    """The seed's health fields: messages ready in every queue, workers heard from lately."""
+
+    messages_ready: int
+    workers_online: int
+
+
 class MetricsResponse(msgspec.Struct):
     """The metrics actor's latest snapshot (``MetricsSnapshot.to_dict()``); keys are snake_case
-    because ``tasks`` and ``actors`` are keyed by task and actor names."""
+    because ``tasks`` and ``actors`` are keyed by task and actor names, except the seed's
+    three fields (``avgProcessingTimeSeconds``, ``dashboardMetrics``, ``systemHealth``).
+    Cluster-wide in distributed mode; job counts are refreshed about once a second, so many
+    dashboards polling do not load the database."""
 
     at: float
     jobs_by_status: dict[str, int]
@@ -223,6 +335,14 @@ class MetricsResponse(msgspec.Struct):
     events_dropped: int
     workers: dict[str, dict[str, Any]]
     workers_online: int
+    outcomes: dict[str, dict[str, dict[str, int]]]
+    """task -> queue -> event kind -> count, since this process started."""
+    queue_depth: dict[str, int]
+    """Messages ready in each queue (the broker's count in distributed mode)."""
+    avg_processing_time_seconds: float = msgspec.field(name="avgProcessingTimeSeconds")
+    """The seed's field: the mean run time of successful attempts."""
+    dashboard_metrics: DashboardMetrics = msgspec.field(name="dashboardMetrics")
+    system_health: SystemHealth = msgspec.field(name="systemHealth")
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=True):
@@ -254,8 +374,14 @@ DOCUMENTED: tuple[type[msgspec.Struct], ...] = (
     DeadMessagePage,
     ReplayOneResponse,
     ReplayAllResponse,
+    PurgeResponse,
+    ReplayRequestBody,
+    AttemptOut,
+    ReplayOut,
     HealthResponse,
     MetricsResponse,
+    DashboardMetrics,
+    SystemHealth,
     ErrorBody,
     ErrorEnvelope,
 )
@@ -275,13 +401,35 @@ def timestamp(seconds: float | None) -> datetime | None:
         return datetime.max.replace(tzinfo=UTC) if seconds > 0 else datetime.min.replace(tzinfo=UTC)
 
 
-def job_error_out(error: JobError | None) -> JobErrorOut | None:
+def job_error_out(error: JobError | None, tracebacks: bool = False) -> JobErrorOut | None:
     if error is None:
         return None
-    return JobErrorOut(code=error.code, message=error.message, type=error.type, reason=error.reason)
+    return JobErrorOut(
+        code=error.code,
+        message=error.message,
+        type=error.type,
+        reason=error.reason,
+        traceback=error.traceback if tracebacks else None,
+    )
 
 
-def job_out(job: Job) -> JobOut:
+def attempt_out(attempt: Attempt, tracebacks: bool = False) -> AttemptOut:
+    return AttemptOut(
+        number=attempt.number,
+        series=attempt.series,
+        worker=attempt.worker,
+        started_at=timestamp(attempt.started_at),
+        finished_at=timestamp(attempt.finished_at) or datetime.fromtimestamp(0, tz=UTC),
+        duration_seconds=attempt.duration,
+        outcome=attempt.outcome.value,
+        error=job_error_out(attempt.error, tracebacks),
+    )
+
+
+def job_out(
+    job: Job, *, tracebacks: bool = False, logs: tuple[bool, str | None] | None = None
+) -> JobOut:
+    """The job as the API shows it; ``tracebacks`` where one job is shown."""
     epoch = datetime.fromtimestamp(0, tz=UTC)
     return JobOut(
         id=job.id,
@@ -296,16 +444,29 @@ def job_out(job: Job) -> JobOut:
         progress=job.progress,
         progress_message=job.progress_message,
         result=job.result,
-        error=job_error_out(job.error),
+        error=job_error_out(job.error, tracebacks),
         in_dlq=job.in_dlq,
         cancel_requested=job.cancel_requested,
         replay_count=job.replay_count,
-        original_error=job_error_out(job.original_error),
+        original_error=job_error_out(job.original_error, tracebacks),
+        original_payload=job.original_payload,
+        attempt_history=[attempt_out(a, tracebacks) for a in job.history],
+        replays=[
+            ReplayOut(
+                at=timestamp(r.at) or epoch,
+                by=r.by,
+                reason=r.reason,
+                payload_changed=r.payload_changed,
+            )
+            for r in job.replays
+        ],
         run_at=timestamp(job.run_at),
         created_at=timestamp(job.created_at) or epoch,
         started_at=timestamp(job.started_at),
         finished_at=timestamp(job.finished_at),
         updated_at=timestamp(job.updated_at) or epoch,
+        has_logs=None if logs is None else logs[0],
+        log_url=None if logs is None else logs[1],
     )
 
 
@@ -317,3 +478,24 @@ def dead_message_out(message: DeadMessage) -> DeadMessageOut:
         reason=message.reason,
         dead_lettered_at=timestamp(message.at) or datetime.fromtimestamp(0, tz=UTC),
     )
+
+
+def metrics_out(snapshot: MetricsSnapshot) -> dict[str, Any]:
+    """The snapshot as ``MetricsResponse`` documents it, the seed's fields added."""
+    counts = snapshot.jobs_by_status
+    dashboard = DashboardMetrics(
+        total_tasks=sum(counts.values()),
+        pending=counts.get("pending", 0) + counts.get("scheduled", 0),
+        in_progress=counts.get("in_progress", 0),
+        completed=counts.get("completed", 0),
+        failed=counts.get("failed", 0),
+        dlq_counts=counts.get("failed", 0),
+    )
+    health = SystemHealth(
+        messages_ready=sum(snapshot.queue_depth.values()), workers_online=snapshot.workers_online
+    )
+    body = snapshot.to_dict()
+    body["avgProcessingTimeSeconds"] = snapshot.run_time.mean
+    body["dashboardMetrics"] = msgspec.to_builtins(dashboard)
+    body["systemHealth"] = msgspec.to_builtins(health)
+    return body

@@ -5,10 +5,11 @@ Stored on the app instance by ``create_app`` (no module-level singletons).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from quart import Quart, current_app
 
+from actors.exposition import HttpStats
 from actors.runtime import Runtime
 from taskflow.config import Settings
 
@@ -19,6 +20,8 @@ EXTENSION_KEY = "taskflow"
 class ApiState:
     runtime: Runtime
     settings: Settings
+    http: HttpStats = field(default_factory=HttpStats)
+    """Requests served by route, method and status (for ``GET /metrics``)."""
 
 
 def install(app: Quart, state: ApiState) -> None:

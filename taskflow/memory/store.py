@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -9,11 +10,22 @@ from dataclasses import dataclass, replace
 import anyio
 
 from taskflow.errors import IdempotencyConflict, JobNotFound, NotStorable
-from taskflow.jobs import Job, JobError, JobStatus, Trigger, sources, transition
+from taskflow.jobs import (
+    Attempt,
+    Job,
+    JobError,
+    JobStatus,
+    Outcome,
+    ReplayRecord,
+    Trigger,
+    sources,
+    transition,
+)
 from taskflow.ports.store import (
     Bury,
     Change,
     Complete,
+    DeadLetterQuery,
     DeadMessage,
     Inserted,
     JobQuery,
@@ -22,6 +34,7 @@ from taskflow.ports.store import (
     Recovered,
     Release,
     Renew,
+    ReplayRequest,
     Reschedule,
 )
 from taskflow.storable import find_unstorable, find_unstorable_result, text_problem
@@ -161,6 +174,7 @@ class MemoryJobStore:
             case Complete():
                 new = replace(
                     job,
+                    history=_ended(job, Outcome.COMPLETED, now),
                     status=JobStatus.COMPLETED,
                     result=change.result,
                     error=None,
@@ -172,6 +186,7 @@ class MemoryJobStore:
             case Reschedule():
                 new = replace(
                     job,
+                    history=_ended(job, Outcome.RETRIED, now, change.error),
                     status=JobStatus.SCHEDULED,
                     run_at=change.run_at,
                     error=change.error,
@@ -181,6 +196,7 @@ class MemoryJobStore:
             case Bury():
                 new = replace(
                     job,
+                    history=_ended(job, Outcome.DEAD_LETTERED, now, change.error),
                     status=JobStatus.FAILED,
                     error=change.error,
                     finished_at=now,
@@ -190,6 +206,7 @@ class MemoryJobStore:
             case MarkCancelled():
                 new = replace(
                     job,
+                    history=_ended(job, Outcome.CANCELLED, now),
                     status=JobStatus.CANCELLED,
                     finished_at=now,
                     lease_owner=None,
@@ -198,6 +215,7 @@ class MemoryJobStore:
             case Release():
                 new = replace(
                     job,
+                    history=_ended(job, Outcome.RELEASED, now),
                     status=JobStatus.PENDING,
                     published=False,
                     attempts=job.attempts - 1,
@@ -238,15 +256,29 @@ class MemoryJobStore:
         self._put(new)
         return new
 
-    async def replay(self, job_ids: Sequence[str], *, now: float) -> list[Job]:
+    async def replay(
+        self, job_ids: Sequence[str], *, now: float, request: ReplayRequest | None = None
+    ) -> list[Job]:
         self.writes["replay"] += 1
+        request = request or ReplayRequest()
+        if request.payload is not None and find_unstorable(request.payload):
+            raise NotStorable("the store refused a value of the replayed payload")
         replayed = []
         for job_id in job_ids:
             job = self._jobs.get(job_id)
             if job is None or job.status not in sources(Trigger.REPLAY):
                 continue
+            changed = request.payload is not None and request.payload != job.payload
+            record = ReplayRecord(
+                at=now, by=request.by, reason=request.reason, payload_changed=changed
+            )
             new = replace(
                 job,
+                payload=request.payload if changed and request.payload is not None else job.payload,
+                original_payload=(job.original_payload or job.payload)
+                if changed
+                else job.original_payload,
+                replays=(*job.replays, record),
                 status=transition(job.status, Trigger.REPLAY),
                 attempts=0,
                 published=False,
@@ -279,6 +311,7 @@ class MemoryJobStore:
         )[:limit]
         requeued, buried = [], []
         for job in expired:
+            job = replace(job, history=_ended(job, Outcome.WORKER_LOST, now, WORKER_LOST))
             if job.attempts >= job.max_attempts:
                 new = replace(
                     job,
@@ -350,7 +383,29 @@ class MemoryJobStore:
                 del self._keys[key]
         return doomed
 
+    async def purge_dead_letters(self, query: DeadLetterQuery) -> list[str]:
+        self.writes["purge_dead_letters"] += 1
+        doomed = [j.id for j in self._in(JobStatus.FAILED) if _matches(j, query)][: query.limit]
+        for job_id in doomed:
+            self._drop(job_id)
+        return doomed
+
     # ------------------------------------------------------------ reads
+
+    async def list_dead_letters(self, query: DeadLetterQuery) -> list[Job]:
+        await anyio.lowlevel.checkpoint()
+        rows = [
+            j
+            for j in self._in(JobStatus.FAILED)
+            if _matches(j, query)
+            and (query.before is None or (j.finished_at or 0.0, j.id) < query.before)
+        ]
+        rows.sort(key=lambda j: (j.finished_at or 0.0, j.id), reverse=True)
+        return rows[query.offset : query.offset + query.limit]
+
+    async def count_dead_letters(self, query: DeadLetterQuery) -> int:
+        await anyio.lowlevel.checkpoint()
+        return sum(_matches(j, query) for j in self._in(JobStatus.FAILED))
 
     async def get(self, job_id: str) -> Job:
         return self.get_nowait(job_id)
@@ -379,6 +434,41 @@ class MemoryJobStore:
     async def next_run_at(self) -> float | None:
         times = [j.run_at for j in self._in(JobStatus.SCHEDULED) if j.run_at is not None]
         return min(times, default=None)
+
+
+def _ended(
+    job: Job, outcome: Outcome, now: float, error: JobError | None = None
+) -> tuple[Attempt, ...]:
+    """``job``'s history with its running attempt ended as ``outcome``."""
+    attempt = Attempt(
+        number=job.attempts,
+        series=job.replay_count,
+        worker=job.lease_owner,
+        started_at=job.started_at,
+        finished_at=now,
+        outcome=outcome,
+        error=error,
+    )
+    return (*job.history, attempt)
+
+
+def _matches(job: Job, query: DeadLetterQuery) -> bool:
+    """The dead-letter filter of the PostgreSQL store (``dead_letter_filter``)."""
+    error, finished = job.error, job.finished_at or 0.0
+    if (
+        (query.task is not None and job.task != query.task)
+        or (query.queue is not None and job.queue != query.queue)
+        or (query.error_code is not None and (error is None or error.code != query.error_code))
+        or (query.since is not None and finished < query.since)
+        or (query.until is not None and finished >= query.until)
+    ):
+        return False
+    if query.text is None:
+        return True
+    needle = query.text.lower()
+    texts = [error.message, error.type or ""] if error else []
+    texts.append(json.dumps(job.payload))  # as PostgreSQL renders jsonb as text
+    return job.id == query.text or any(needle in t.lower() for t in texts)
 
 
 def _refuse_jobs(jobs: Sequence[Job], key: str | None) -> None:

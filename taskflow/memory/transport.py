@@ -123,6 +123,10 @@ class MemoryTransport:
 
     # ------------------------------------------------------------ inspection
 
+    async def depths(self, queues: Sequence[str]) -> dict[str, int]:
+        await anyio.lowlevel.checkpoint()
+        return {name: self.depth(name) for name in queues}
+
     def depth(self, queue: str | None = None) -> int:
         if queue is not None:
             return len(self._queues.get(queue, ()))

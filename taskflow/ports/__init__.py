@@ -7,6 +7,7 @@ from taskflow.ports.store import (
     Bury,
     Change,
     Complete,
+    DeadLetterQuery,
     DeadMessage,
     Inserted,
     JobQueries,
@@ -18,6 +19,7 @@ from taskflow.ports.store import (
     Recovered,
     Release,
     Renew,
+    ReplayRequest,
     Reschedule,
 )
 from taskflow.ports.transport import Deliveries, Delivery, Transport
@@ -26,6 +28,7 @@ __all__ = [
     "Bury",
     "Change",
     "Complete",
+    "DeadLetterQuery",
     "DeadMessage",
     "Deliveries",
     "Delivery",
@@ -41,6 +44,7 @@ __all__ = [
     "Recovered",
     "Release",
     "Renew",
+    "ReplayRequest",
     "Reschedule",
     "Transport",
 ]

@@ -115,6 +115,40 @@ class JobQuery:
     """Keyset cursor: only jobs older than (created_at, id), for stable paging."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetterQuery:
+    """Filters of the dead letters (all combined), newest first by when they died."""
+
+    task: str | None = None
+    queue: str | None = None
+    error_code: str | None = None
+    since: float | None = None
+    """Dead-lettered at or after."""
+    until: float | None = None
+    """Dead-lettered before."""
+    text: str | None = None
+    """A job id, or a case-insensitive substring of the error message or type or the payload."""
+    limit: int = 50
+    offset: int = 0
+    before: tuple[float, str] | None = None
+    """Keyset cursor: only dead letters older than (finished_at, id)."""
+
+    @property
+    def filtered(self) -> bool:
+        """Whether any filter narrows the set (paging does not)."""
+        fields = (self.task, self.queue, self.error_code, self.since, self.until, self.text)
+        return any(f is not None for f in fields)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReplayRequest:
+    """Who replays, why, and (for one job) a corrected payload."""
+
+    by: str | None = None
+    reason: str | None = None
+    payload: dict[str, Any] | None = None
+
+
 class JobStore(Protocol):
     """Writes. Each method is one round trip for the whole batch it is given."""
 
@@ -149,8 +183,15 @@ class JobStore(Protocol):
         settles it). Raises ``JobNotFound`` or ``InvalidTransition`` for a terminal job."""
         ...
 
-    async def replay(self, job_ids: Sequence[str], *, now: float) -> list[Job]:
-        """failed -> pending, a new attempt series; lineage (replay_count, original_error) kept."""
+    async def replay(
+        self, job_ids: Sequence[str], *, now: float, request: ReplayRequest | None = None
+    ) -> list[Job]:
+        """failed -> pending, a new attempt series; lineage (replay_count, original_error, a
+        replay record, and the first payload if ``request.payload`` replaces it) kept."""
+        ...
+
+    async def purge_dead_letters(self, query: DeadLetterQuery) -> list[str]:
+        """Delete up to ``query.limit`` dead letters matching ``query``; the deleted ids."""
         ...
 
     async def recover_expired(
@@ -190,6 +231,14 @@ class JobQueries(Protocol):
 
     async def get(self, job_id: str) -> Job:
         """Raises ``JobNotFound``."""
+        ...
+
+    async def list_dead_letters(self, query: DeadLetterQuery) -> list[Job]:
+        """Dead letters matching ``query``, newest first (by ``finished_at``, then id)."""
+        ...
+
+    async def count_dead_letters(self, query: DeadLetterQuery) -> int:
+        """How many dead letters match ``query`` (its paging ignored)."""
         ...
 
     async def list(self, query: JobQuery) -> list[Job]:

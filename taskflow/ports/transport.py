@@ -48,3 +48,8 @@ class Transport(Protocol):
     async def check(self) -> None:
         """Raise ``TransportError`` if the transport is not usable (readiness probe)."""
         ...
+
+    async def depths(self, queues: Sequence[str]) -> dict[str, int]:
+        """Messages ready (not delivered) in each of ``queues``; ``TransportError`` if the
+        transport cannot tell."""
+        ...

@@ -38,6 +38,7 @@ RETURNING *
 -- name: complete
 UPDATE taskflow_jobs AS j
 SET status = 'completed', result = c.result::jsonb, error = NULL, progress = 100,
+    history = j.history || taskflow_attempt(j, 'completed', %(now)s, NULL),
     finished_at = %(now)s, updated_at = %(now)s, lease_owner = NULL, lease_expires_at = NULL
 FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(results)s::text[]) AS c(id, attempt, result)
 WHERE j.id = c.id AND j.attempts = c.attempt AND j.status = ANY(%(sources)s)
@@ -46,6 +47,7 @@ RETURNING j.*
 -- name: reschedule
 UPDATE taskflow_jobs AS j
 SET status = 'scheduled', run_at = c.run_at, error = c.error::jsonb, updated_at = %(now)s,
+    history = j.history || taskflow_attempt(j, 'retried', %(now)s, c.error::jsonb),
     lease_owner = NULL, lease_expires_at = NULL
 FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(run_ats)s::timestamptz[],
             %(errors)s::text[]) AS c(id, attempt, run_at, error)
@@ -55,6 +57,7 @@ RETURNING j.*
 -- name: bury
 UPDATE taskflow_jobs AS j
 SET status = 'failed', error = c.error::jsonb, finished_at = %(now)s, updated_at = %(now)s,
+    history = j.history || taskflow_attempt(j, 'dead_lettered', %(now)s, c.error::jsonb),
     lease_owner = NULL, lease_expires_at = NULL
 FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[], %(errors)s::text[]) AS c(id, attempt, error)
 WHERE j.id = c.id AND j.attempts = c.attempt AND j.status = ANY(%(sources)s)
@@ -63,6 +66,7 @@ RETURNING j.*
 -- name: mark_cancelled
 UPDATE taskflow_jobs AS j
 SET status = 'cancelled', finished_at = %(now)s, updated_at = %(now)s,
+    history = j.history || taskflow_attempt(j, 'cancelled', %(now)s, NULL),
     lease_owner = NULL, lease_expires_at = NULL
 FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[]) AS c(id, attempt)
 WHERE j.id = c.id AND j.attempts = c.attempt AND j.status = ANY(%(sources)s)
@@ -71,6 +75,7 @@ RETURNING j.*
 -- name: release
 UPDATE taskflow_jobs AS j
 SET status = 'pending', attempts = j.attempts - 1, published = false, updated_at = %(now)s,
+    history = j.history || taskflow_attempt(j, 'released', %(now)s, NULL),
     lease_owner = NULL, lease_expires_at = NULL
 FROM unnest(%(ids)s::uuid[], %(attempts)s::integer[]) AS c(id, attempt)
 WHERE j.id = c.id AND j.attempts = c.attempt AND j.status = ANY(%(sources)s)
@@ -114,11 +119,19 @@ UPDATE taskflow_jobs SET cancel_requested = true, updated_at = %(now)s
 WHERE id = %(id)s RETURNING *
 
 -- name: replay
+-- On the right of SET, columns are the old row's: original_payload keeps the first payload.
 UPDATE taskflow_jobs
 SET status = 'pending', attempts = 0, replay_count = replay_count + 1, published = false,
     cancel_requested = false,
     original_error = COALESCE(original_error, error), error = NULL, result = NULL,
-    finished_at = NULL, run_at = NULL, updated_at = %(now)s
+    finished_at = NULL, run_at = NULL, updated_at = %(now)s,
+    original_payload = CASE WHEN %(payload)s::jsonb IS DISTINCT FROM payload
+                            THEN COALESCE(original_payload, payload) ELSE original_payload END,
+    payload = COALESCE(%(payload)s::jsonb, payload),
+    replays = replays || jsonb_build_array(jsonb_build_object(
+        'at', extract(epoch FROM %(now)s::timestamptz), 'by', %(by)s::text,
+        'reason', %(reason)s::text,
+        'payload_changed', COALESCE(%(payload)s::jsonb <> payload, false)))
 WHERE id = ANY(%(ids)s::uuid[]) AND status = ANY(%(sources)s)
 RETURNING *
 
@@ -138,6 +151,7 @@ SET status = CASE WHEN j.attempts >= j.max_attempts THEN 'failed' ELSE 'pending'
                  THEN %(error)s::jsonb || '{"reason": "max_attempts_exceeded"}'::jsonb
                  ELSE %(error)s::jsonb END,
     published = false,
+    history = j.history || taskflow_attempt(j, 'worker_lost', %(now)s, %(error)s::jsonb),
     finished_at = CASE WHEN j.attempts >= j.max_attempts THEN %(now)s ELSE NULL END,
     lease_owner = NULL, lease_expires_at = NULL, updated_at = %(now)s
 FROM expired
@@ -207,3 +221,32 @@ SELECT * FROM unnest(%(queues)s::text[], %(bodies)s::text[], %(reasons)s::text[]
 -- name: dead_messages
 SELECT id, queue, body, reason, created_at FROM taskflow_dead_messages
 ORDER BY id DESC LIMIT %(limit)s OFFSET %(offset)s
+
+-- name: dead_letter_filter
+status = 'failed'
+  AND (%(task)s::text IS NULL OR task = %(task)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(code)s::text IS NULL OR error->>'code' = %(code)s::text)
+  AND (%(since)s::timestamptz IS NULL OR finished_at >= %(since)s::timestamptz)
+  AND (%(until)s::timestamptz IS NULL OR finished_at < %(until)s::timestamptz)
+  AND (%(q)s::text IS NULL OR id::text = %(q_exact)s::text
+       OR strpos(lower(error->>'message'), %(q)s::text) > 0
+       OR strpos(lower(error->>'type'), %(q)s::text) > 0
+       OR strpos(lower(payload::text), %(q)s::text) > 0)
+
+-- name: dead_letters
+SELECT * FROM taskflow_jobs
+WHERE /*include:dead_letter_filter*/
+  AND (%(before_at)s::timestamptz IS NULL
+       OR (finished_at, id) < (%(before_at)s::timestamptz, %(before_id)s::uuid))
+ORDER BY finished_at DESC, id DESC
+LIMIT %(limit)s OFFSET %(offset)s
+
+-- name: count_dead_letters
+SELECT count(*) AS n FROM taskflow_jobs WHERE /*include:dead_letter_filter*/
+
+-- name: purge_dead_letters
+DELETE FROM taskflow_jobs
+WHERE id IN (SELECT id FROM taskflow_jobs WHERE /*include:dead_letter_filter*/
+             LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
+RETURNING id::text

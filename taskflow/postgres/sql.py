@@ -1,4 +1,5 @@
-"""Named SQL sections: ``-- name: <name>`` headers in a ``.sql`` file, loaded once."""
+"""Named SQL sections: ``-- name: <name>`` headers in a ``.sql`` file, loaded once; a section
+may include another with ``/*include:<name>*/``."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from functools import cache
 from pathlib import Path
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+_INCLUDE = re.compile(r"/\*include:(\w+)\*/")
 
 
 def parse(text: str) -> dict[str, str]:
@@ -18,7 +20,8 @@ def parse(text: str) -> dict[str, str]:
             raise ValueError(f"query {name!r} defined twice")
         lines = [ln for ln in body.strip().splitlines() if not ln.lstrip().startswith("--")]
         queries[name] = "\n".join(lines).strip()
-    return queries
+    # ``/*include:NAME*/`` stands for the section NAME (a shared WHERE clause, say).
+    return {name: _INCLUDE.sub(lambda m: queries[m.group(1)], sql) for name, sql in queries.items()}
 
 
 @cache

@@ -25,12 +25,23 @@ from psycopg_pool import AsyncConnectionPool
 
 from taskflow.backoff import Backoff
 from taskflow.errors import IdempotencyConflict, JobNotFound, NotStorable, StoreError, TaskflowError
-from taskflow.jobs import Job, JobError, JobStatus, Trigger, sources, transition
+from taskflow.jobs import (
+    Attempt,
+    Job,
+    JobError,
+    JobStatus,
+    Outcome,
+    ReplayRecord,
+    Trigger,
+    sources,
+    transition,
+)
 from taskflow.memory.store import WORKER_LOST
 from taskflow.ports.store import (
     Bury,
     Change,
     Complete,
+    DeadLetterQuery,
     DeadMessage,
     Inserted,
     JobQuery,
@@ -39,6 +50,7 @@ from taskflow.ports.store import (
     Recovered,
     Release,
     Renew,
+    ReplayRequest,
     Reschedule,
 )
 from taskflow.postgres.sql import queries
@@ -75,7 +87,13 @@ def _error_json(error: JobError | None) -> str | None:
     if error is None:
         return None
     return json.dumps(
-        {"code": error.code, "message": error.message, "type": error.type, "reason": error.reason}
+        {
+            "code": error.code,
+            "message": error.message,
+            "type": error.type,
+            "reason": error.reason,
+            "traceback": error.traceback,
+        }
     )
 
 
@@ -87,6 +105,29 @@ def _error(value: Any) -> JobError | None:
         message=value["message"],
         type=value.get("type"),
         reason=value.get("reason"),
+        traceback=value.get("traceback"),
+    )
+
+
+def _attempt(value: dict[str, Any]) -> Attempt:
+    started = value.get("started_at")
+    return Attempt(
+        number=int(value["number"]),
+        series=int(value.get("series") or 0),
+        worker=value.get("worker"),
+        started_at=None if started is None else float(started),
+        finished_at=float(value["finished_at"]),
+        outcome=Outcome(value["outcome"]),
+        error=_error(value.get("error")),
+    )
+
+
+def _replay(value: dict[str, Any]) -> ReplayRecord:
+    return ReplayRecord(
+        at=float(value["at"]),
+        by=value.get("by"),
+        reason=value.get("reason"),
+        payload_changed=bool(value.get("payload_changed")),
     )
 
 
@@ -117,6 +158,9 @@ def _job(row: Row) -> Job:
         published=row["published"],
         replay_count=row["replay_count"],
         original_error=_error(row["original_error"]),
+        original_payload=row["original_payload"],
+        history=tuple(_attempt(a) for a in row["history"]),
+        replays=tuple(_replay(r) for r in row["replays"]),
     )
 
 
@@ -308,14 +352,31 @@ class PostgresJobStore:
 
         return await self._run(body)
 
-    async def replay(self, job_ids: Sequence[str], *, now: float) -> list[Job]:
+    async def replay(
+        self, job_ids: Sequence[str], *, now: float, request: ReplayRequest | None = None
+    ) -> list[Job]:
         ids = _valid_ids(job_ids)
         if not ids:
             return []
+        request = request or ReplayRequest()
         rows = await self._rows(
-            "replay", {"ids": ids, "now": _ts(now), "sources": _src(Trigger.REPLAY)}
+            "replay",
+            {
+                "ids": ids,
+                "now": _ts(now),
+                "sources": _src(Trigger.REPLAY),
+                "payload": None if request.payload is None else _json(request.payload),
+                "by": request.by,
+                "reason": request.reason,
+            },
         )
         return [_job(r) for r in rows]
+
+    async def purge_dead_letters(self, query: DeadLetterQuery) -> list[str]:
+        rows = await self._rows(
+            "purge_dead_letters", {**_dead_filter(query), "limit": query.limit}, prepare=False
+        )
+        return [r["id"] for r in rows]
 
     async def recover_expired(
         self, *, now: float, limit: int, owners: Sequence[str] = ()
@@ -392,6 +453,22 @@ class PostgresJobStore:
 
     # ------------------------------------------------------------ reads
 
+    async def list_dead_letters(self, query: DeadLetterQuery) -> list[Job]:
+        before_at, before_id = query.before if query.before else (None, None)
+        params = {
+            **_dead_filter(query),
+            "before_at": _ts(before_at),
+            "before_id": before_id,
+            "limit": query.limit,
+            "offset": query.offset,
+        }
+        rows = await self._rows("dead_letters", params, prepare=False)
+        return [_job(r) for r in rows]
+
+    async def count_dead_letters(self, query: DeadLetterQuery) -> int:
+        rows = await self._rows("count_dead_letters", _dead_filter(query), prepare=False)
+        return int(rows[0]["n"])
+
     async def get(self, job_id: str) -> Job:
         if _valid_ids([job_id]):
             rows = await self._rows("get", {"id": job_id})
@@ -428,6 +505,19 @@ class PostgresJobStore:
 
     async def check(self) -> None:
         await self._rows("check", {})
+
+
+def _dead_filter(query: DeadLetterQuery) -> dict[str, Any]:
+    text = query.text
+    return {
+        "task": query.task,
+        "queue": query.queue,
+        "code": query.error_code,
+        "since": _ts(query.since),
+        "until": _ts(query.until),
+        "q": None if text is None else text.lower(),
+        "q_exact": text,
+    }
 
 
 def _src(trigger: Trigger) -> list[str]:

@@ -83,6 +83,9 @@ class _Tag:
     delivery_tag: int
 
 
+_DEPTH_ERRORS: tuple[type[Exception], ...] = (TimeoutError, *DRIVER_ERRORS)
+
+
 class _Consumer:
     """What ``consume`` yields; implements ``Deliveries``."""
 
@@ -501,6 +504,24 @@ class RabbitMQTransport:
         if session is None or not session.usable:
             last = self.connection.statistics().last_error
             raise TransportError("not connected to RabbitMQ" + (f" ({last})" if last else ""))
+
+    async def depths(self, queues: Sequence[str]) -> dict[str, int]:
+        session = await self._live_session()
+        timeout = self.connection.timeout
+        depths: dict[str, int] = {}
+        try:
+            await self._ensure_declared(session, queues)
+            channel = await session.open_channel(timeout=timeout)
+            try:
+                for name in queues:
+                    with anyio.fail_after(timeout):
+                        ok = await channel.queue_declare(self.topology.queue(name), passive=True)
+                    depths[name] = int(ok.message_count or 0)
+            finally:
+                await close_quietly(channel, timeout=timeout)
+        except _DEPTH_ERRORS as exc:
+            raise TransportError(f"cannot read the queue depths: {describe(exc)}") from exc
+        return depths
 
     # ------------------------------------------------------------ inspection
 

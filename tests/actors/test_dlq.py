@@ -18,7 +18,7 @@ from actors.settle import Recorder
 from taskflow.clock import AnyioClock
 from taskflow.codec import decode
 from taskflow.jobs import Job, JobError, JobStatus
-from taskflow.memory import MemoryEventBus, MemoryJobStore, MemoryTransport
+from taskflow.memory import MemoryEventBus, MemoryJobStore, MemoryLogStore, MemoryTransport
 from taskflow.messages import (
     AttemptFailed,
     DeadLetterJob,
@@ -67,6 +67,7 @@ async def running_dlq() -> AsyncIterator[Harness]:
             transport=transport,
             events=bus,
             clock=clock,
+            logs=MemoryLogStore(),
         )
         async with anyio.create_task_group() as tg:
             await tg.start(dlq.run)
@@ -225,16 +226,16 @@ async def test_replay_all_replays_every_dead_letter() -> None:
                 status=JobStatus.FAILED,
                 attempts=3,
                 error=BOOM,
-                created_at=now + i,
-                updated_at=now + i,
-                finished_at=now + i,
+                created_at=now - 10 + i,
+                updated_at=now - 10 + i,
+                finished_at=now - 10 + i,
             )
             for i in range(7)
         ]
         alive = Job(id="alive", task="echo", created_at=now, updated_at=now)
         await h.store.insert([*dead, alive], now=now)
 
-        assert await h.dlq.replay_all(batch=3) == 7
+        assert await h.dlq.replay_matching(batch=3) == 7
 
         assert {h.store.jobs[j.id].status for j in dead} == {JobStatus.PENDING}
         assert all(h.store.jobs[j.id].replay_count == 1 for j in dead)

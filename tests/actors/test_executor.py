@@ -23,6 +23,7 @@ from actors.executor import ExecutorPool
 from actors.inflight import InFlight
 from actors.logship import LogShipper
 from actors.settle import Recorder
+from taskflow import joblog
 from taskflow.clock import AnyioClock
 from taskflow.codec import decode
 from taskflow.context import JobContext
@@ -817,10 +818,12 @@ async def test_lines_logged_through_ctx_log_reach_the_log_store() -> None:
         await h.runs.send(run)
         await next_event(events, JobSucceeded, run.job.id)
         with anyio.fail_after(5):  # the log shipper writes on its own time
-            while (text := await h.logs.read(run.job.id)) is None:  # noqa: ASYNC110
+            while (data := await h.logs.read(run.job.id)) is None:  # noqa: ASYNC110
                 await anyio.sleep(0.01)
-        assert text.splitlines() == [
-            "--- attempt 1 ---",
-            "INFO step_done step=1",
-            "WARNING almost_there",
+        records = joblog.decode(data)
+        assert [(r.level, r.message, r.fields, r.source) for r in records[:2]] == [
+            ("info", "step_done", {"step": 1}, "task"),
+            ("warning", "almost_there", {}, "task"),
         ]
+        assert records[-1].message.startswith("attempt 1 completed in ")
+        assert {r.attempt for r in records} == {1}

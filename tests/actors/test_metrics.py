@@ -11,7 +11,7 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
-from actors.histogram import LatencyHistogram, LatencySummary, RateWindow
+from actors.histogram import BUCKETS, LatencyHistogram, LatencySummary, RateWindow
 from actors.metrics import MetricsCollector, TaskCounters
 from taskflow.jobs import Job, JobError, JobStatus
 from taskflow.memory.events import MemoryEventBus
@@ -85,13 +85,13 @@ def test_histogram_percentiles_on_known_data() -> None:
     for seconds in reversed(range(1, 101)):
         histogram.record(float(seconds))
 
-    assert histogram.snapshot() == LatencySummary(
+    assert core(histogram.snapshot()) == core_of(
         count=100, mean=50.5, p50=50.0, p95=95.0, p99=99.0, max=100.0
     )
 
 
 def test_histogram_empty_is_all_zeros() -> None:
-    assert LatencyHistogram().snapshot() == LatencySummary(
+    assert core(LatencyHistogram().snapshot()) == core_of(
         count=0, mean=0.0, p50=0.0, p95=0.0, p99=0.0, max=0.0
     )
 
@@ -242,13 +242,11 @@ async def test_collector_latencies_follow_event_times() -> None:
         tg.cancel_scope.cancel()
 
     # Queue waits: a 2 s, b 4 s, b again 4 s.
-    assert snapshot.queue_wait == LatencySummary(
+    assert core(snapshot.queue_wait) == core_of(
         count=3, mean=10 / 3, p50=4.0, p95=4.0, p99=4.0, max=4.0
     )
-    assert snapshot.run_time == LatencySummary(
-        count=1, mean=3.0, p50=3.0, p95=3.0, p99=3.0, max=3.0
-    )
-    assert snapshot.end_to_end == LatencySummary(
+    assert core(snapshot.run_time) == core_of(count=1, mean=3.0, p50=3.0, p95=3.0, p99=3.0, max=3.0)
+    assert core(snapshot.end_to_end) == core_of(
         count=1, mean=6.0, p50=6.0, p95=6.0, p99=6.0, max=6.0
     )
 
@@ -469,14 +467,18 @@ async def test_snapshot_to_dict_is_json_ready() -> None:
 
     assert decoded["tasks"]["resize"]["retried"] == 1
     assert decoded["totals"]["submitted"] == 3
-    assert decoded["run_time"] == {
+    run_time = decoded["run_time"]
+    assert {k: run_time[k] for k in ("count", "mean", "p50", "p95", "p99", "max", "total")} == {
         "count": 1,
         "mean": 3.0,
         "p50": 3.0,
         "p95": 3.0,
         "p99": 3.0,
         "max": 3.0,
+        "total": 3.0,
     }
+    # cumulative bucket counts: nothing at or below 2.5 s, the sample from 5 s on
+    assert run_time["buckets"] == [0 if b < 3.0 else 1 for b in BUCKETS]
     assert decoded["jobs_by_status"] == {status.value: 0 for status in JobStatus}
     assert decoded["actors"]["supervisor"]["phase"] == "running"
     assert decoded["executor_utilisation"] == 0.5
@@ -517,3 +519,23 @@ async def test_collector_sees_every_worker_by_its_heartbeats() -> None:
     assert later.workers_online == 2
     assert gone.workers_online == 0 and not gone.workers["w1"].online
     assert json.loads(json.dumps(now.to_dict()))["workers"]["w1"]["finished"] == 50
+
+
+def core(summary: LatencySummary) -> tuple[float, ...]:
+    """The summary without its buckets and sum (checked on their own)."""
+    return (summary.count, summary.mean, summary.p50, summary.p95, summary.p99, summary.max)
+
+
+def core_of(**fields: float) -> tuple[float, ...]:
+    return core(LatencySummary(**fields))  # type: ignore[arg-type]
+
+
+def test_histogram_buckets_are_cumulative_and_sum_every_sample() -> None:
+    histogram = LatencyHistogram(max_samples=2)
+    for seconds in (0.0005, 0.001, 0.3, 7.0, 5000.0):
+        histogram.record(seconds)
+    summary = histogram.snapshot()
+    by_bound = dict(zip(BUCKETS, summary.buckets, strict=True))
+    assert (by_bound[0.001], by_bound[0.25], by_bound[0.5], by_bound[10.0]) == (2, 2, 3, 4)
+    assert by_bound[3600.0] == 4 and summary.count == 5  # the 5000 s one is only in +Inf
+    assert summary.total == pytest.approx(5007.3015)

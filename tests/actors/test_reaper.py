@@ -189,7 +189,7 @@ async def test_purge_deletes_expired_terminal_jobs_and_their_logs_and_keeps_the_
     ]
     await h.store.insert(jobs, now=h.clock.now())
     for job in jobs:
-        await h.logs.append(job.id, 1, [f"line of {job.id}"])
+        await h.logs.append({job.id: f"line of {job.id}\n".encode()})
 
     async with running(h):
         await wait_until(lambda: h.reaper.statistics().sweeps == 1)
@@ -200,7 +200,7 @@ async def test_purge_deletes_expired_terminal_jobs_and_their_logs_and_keeps_the_
     for job_id in doomed:
         assert await h.logs.read(job_id) is None, job_id
     for job_id in kept:
-        assert await h.logs.read(job_id) == f"--- attempt 1 ---\nline of {job_id}\n"
+        assert await h.logs.read(job_id) == f"line of {job_id}\n".encode()
     assert h.reaper.statistics().purged == 3
 
 

@@ -7,24 +7,21 @@ Every test talks to the store only through the Protocol methods. Times are expli
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 import anyio
 import pytest
 
 from taskflow.errors import IdempotencyConflict, InvalidTransition, JobNotFound, NotStorable
 from taskflow.jobs import Job, JobError, JobStatus
-from taskflow.memory import MemoryJobStore
 from taskflow.ports.store import (
     Bury,
     Change,
     Complete,
     DeadMessage,
     Inserted,
-    JobQueries,
     JobQuery,
-    JobStore,
     MarkCancelled,
     Progress,
     Recovered,
@@ -32,7 +29,7 @@ from taskflow.ports.store import (
     Renew,
     Reschedule,
 )
-from taskflow.postgres import open_store
+from tests.contract.conftest import Store
 
 pytestmark = pytest.mark.anyio
 
@@ -41,29 +38,6 @@ T = 1_700_000_000.0
 
 BOOM = JobError(code="task_error", message="boom", type="ValueError")
 BANG = JobError(code="task_error", message="bang", type="KeyError")
-
-
-class Store(JobStore, JobQueries, Protocol):
-    """What one adapter provides: both the write and the read port."""
-
-
-@pytest.fixture(params=["memory", "postgres"])
-async def store(request: pytest.FixtureRequest) -> AsyncIterator[Store]:
-    """One fresh, empty store per test, for each adapter.
-
-    Later adapters plug in here: add their name to ``params`` and a ``case`` that opens the
-    adapter on an empty database and closes it after the ``yield`` (e.g. ``"postgres"``:
-    ``PostgresJobStore`` on a database cloned from the migrated template, calling
-    ``require_service`` from tests/conftest.py when PostgreSQL is not reachable).
-    """
-    match request.param:
-        case "memory":
-            yield MemoryJobStore()
-        case "postgres":
-            async with open_store(request.getfixturevalue("pg_url")) as pg:
-                yield pg
-        case other:
-            raise AssertionError(f"no JobStore adapter named {other!r}")
 
 
 # ------------------------------------------------------------------ helpers

@@ -68,6 +68,8 @@ EVERY_FIELD: list[tuple[str, str, Any]] = [
     ("idempotency_ttl", "12h", 43_200.0),
     ("max_batch", "50", 50),
     ("max_body_bytes", "2048", 2048),
+    ("max_log_bytes", "0", 0),
+    ("metrics_port", "9100", 9100),
     ("log_level", "debug", "debug"),
     ("log_json", "true", True),
 ]

@@ -51,6 +51,12 @@ def make_registry() -> TaskRegistry:
     async def fail(payload: dict[str, Any], ctx: JobContext) -> None:
         raise RuntimeError("this task always fails")
 
+    @registry.task(name="picky", max_attempts=1)
+    async def picky(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+        if payload.get("size", 0) <= 0:
+            raise ValueError(f"size must be positive, got {payload.get('size')}")
+        return payload
+
     return registry
 
 

@@ -36,6 +36,7 @@ async def test_an_empty_dlq_is_200(client: Client) -> None:
         "limit": 10,
         "offset": 0,
         "tasks": [],
+        "nextCursor": None,
         "nextOffset": None,
     }
 
@@ -74,11 +75,12 @@ async def test_replay_one_dead_letter(client: Client) -> None:
     assert again["replayCount"] == 1
 
 
-async def test_replay_one_that_is_not_a_dead_letter_is_404(client: Client) -> None:
+async def test_replay_one_that_is_not_a_dead_letter_is_409(client: Client) -> None:
     (job_id,) = await submit(client, "echo", [{}])
     await wait_for(client, job_id, terminal)
     path = f"/api/v1/jobs/action/{job_id}/retry"
-    await assert_error(client.post(path), 404, "not_dead_letter", path=path)
+    body = await assert_error(client.post(path), 409, "not_dead_letter", path=path)
+    assert body["error"]["details"] == {"task_id": job_id, "status": "completed"}
     await assert_error(
         client.post(f"/api/v1/jobs/action/{uuid.uuid4()}/retry"), 404, "job_not_found"
     )
@@ -88,14 +90,14 @@ async def test_replay_one_that_is_not_a_dead_letter_is_404(client: Client) -> No
 async def test_replay_all_when_there_is_nothing_is_200(client: Client) -> None:
     response = await client.post("/api/v1/jobs/action/retry")
     assert response.status_code == 200
-    assert await response.get_json() == {"replayed": 0}
+    assert await response.get_json() == {"replayed": 0, "matched": 0, "dryRun": False}
 
 
 async def test_replay_all(client: Client) -> None:
     ids = await bury(client, 3)
     response = await client.post("/api/v1/jobs/action/retry")
     assert response.status_code == 200
-    assert await response.get_json() == {"replayed": 3}
+    assert await response.get_json() == {"replayed": 3, "matched": 3, "dryRun": False}
     jobs = await wait_all(client, ids, lambda j: j["replayCount"] == 1 and terminal(j))
     assert {job["status"] for job in jobs} == {"failed"}
 
@@ -103,9 +105,9 @@ async def test_replay_all(client: Client) -> None:
 async def test_replay_all_of_one_task_type(client: Client) -> None:
     await bury(client, 2)
     response = await client.post("/api/v1/jobs/action/retry?task_type=echo")
-    assert await response.get_json() == {"replayed": 0}
+    assert (await response.get_json())["replayed"] == 0
     response = await client.post("/api/v1/jobs/action/retry?task_type=fail")
-    assert await response.get_json() == {"replayed": 2}
+    assert (await response.get_json())["replayed"] == 2
 
 
 async def test_dead_lettered_messages_are_listed_with_their_reasons(

@@ -40,6 +40,11 @@ JOB_FIELDS = {
     "cancelRequested",
     "replayCount",
     "originalError",
+    "originalPayload",
+    "attemptHistory",
+    "replays",
+    "hasLogs",
+    "logUrl",
     "runAt",
     "createdAt",
     "startedAt",
@@ -93,7 +98,8 @@ async def test_a_failed_job_carries_its_error(client: Client) -> None:
     assert job["status"] == "failed"
     assert job["inDlq"] is True
     assert job["attempts"] == job["maxAttempts"] == 2
-    assert set(job["error"]) == {"code", "message", "type", "reason"}
+    assert set(job["error"]) == {"code", "message", "type", "reason", "traceback"}
+    assert "RuntimeError: this task always fails" in job["error"]["traceback"]
     assert job["error"]["reason"] == "max_attempts_exceeded"
     assert "always fails" in job["error"]["message"]
 
