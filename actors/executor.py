@@ -265,28 +265,17 @@ class ExecutorPool:
         # worker thread of a ``def`` task inherits the context variable.
         token = joblog.CURRENT.set(ctx.journal)
         try:
-            return await self._call_task(spec, job, ctx, limiter, call, started)
+            if spec.is_async:
+                return await spec.fn(job.payload, ctx)
+            # Abandoned on cancel: a timeout or a cancel records its outcome at once (the
+            # thread finishes on its own; ``ctx.cancelled`` tells it to stop). A shutdown
+            # waits for it instead (``_record_cut``).
+            call.threaded, call.started = True, started
+            return await anyio.to_thread.run_sync(
+                call.run, spec.fn, job.payload, ctx, limiter=limiter, abandon_on_cancel=True
+            )
         finally:
             joblog.CURRENT.reset(token)
-
-    async def _call_task(
-        self,
-        spec: TaskSpec,
-        job: Job,
-        ctx: JobContext,
-        limiter: anyio.CapacityLimiter,
-        call: ThreadCall,
-        started: float,
-    ) -> Any:
-        if spec.is_async:
-            return await spec.fn(job.payload, ctx)
-        # Abandoned on cancel: a timeout or a cancel records its outcome at once (the thread
-        # finishes on its own; ``ctx.cancelled`` tells it to stop). A shutdown waits for it
-        # instead (``_record_cut``).
-        call.threaded, call.started = True, started
-        return await anyio.to_thread.run_sync(
-            call.run, spec.fn, job.payload, ctx, limiter=limiter, abandon_on_cancel=True
-        )
 
     async def _record_cut(self, run: RunJob, call: ThreadCall) -> None:
         """The pool was cancelled (shutdown past its grace) while ``run`` ran.

@@ -47,7 +47,16 @@ AMQP = os.environ.get("TASKFLOW_BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5
 REDIS = os.environ.get("TASKFLOW_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
 TASKFLOW_ENV: dict[str, str] = {}
 """Extra settings for TaskFlow's processes (``--taskflow-env``); its defaults otherwise."""
-SYSTEMS = ("taskflow", "celery", "celery-threads", "dramatiq", "dramatiq-threads")
+SYSTEMS = (
+    "taskflow",
+    "taskflow-nologs",
+    "celery",
+    "celery-threads",
+    "dramatiq",
+    "dramatiq-threads",
+)
+"""``taskflow-nologs``: TaskFlow with job log capture off (``TASKFLOW_MAX_LOG_BYTES=0``), so
+the ratio in its column is the cost of the per-job logs."""
 WORKLOADS = ("w1", "w2", "w3", "w4", "w5", "startup")
 
 
@@ -311,8 +320,13 @@ class TaskFlow(System):
     def database(self) -> bool:
         return True
 
+    @property
+    def settings(self) -> list[str]:
+        """Settings of this variant, as ``env`` arguments."""
+        return ["TASKFLOW_MAX_LOG_BYTES=0"] if self.name == "taskflow-nologs" else []
+
     def worker(self, s: Scratch, n: int) -> list[list[str]]:
-        return [[PY, "-m", "taskflow", "worker"] for _ in range(n)]
+        return [["env", *self.settings, PY, "-m", "taskflow", "worker"] for _ in range(n)]
 
     def _sql(self, s: Scratch, query: str) -> Any:
         assert s.db
@@ -578,7 +592,7 @@ def measurements(workloads: list[str], jobs: int) -> list[tuple[str, Callable[..
 
 
 def make(name: str) -> System:
-    if name == "taskflow":
+    if name.startswith("taskflow"):
         return TaskFlow(name)
     if name.startswith("celery"):
         return Celery(name)
@@ -590,6 +604,7 @@ def make(name: str) -> System:
 LOWER_IS_BETTER = ("ms", "MB", " s")
 LABELS = {
     "taskflow": "TaskFlow",
+    "taskflow-nologs": "TaskFlow, no logs",
     "celery": "Celery prefork",
     "celery-threads": "Celery threads32",
     "dramatiq": "Dramatiq 8 thr",

@@ -30,7 +30,7 @@ MAX_LINE_CHARS = 16_000
 """A message or a field value is cut to this many characters."""
 
 
-class LogRecord(msgspec.Struct, frozen=True, omit_defaults=True):
+class LogRecord(msgspec.Struct, frozen=True):
     ts: float
     level: str
     attempt: int

@@ -44,6 +44,9 @@ class S3Server:
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop()  # type: ignore[attr-defined]
+            inner = getattr(self._server, "_server", None)  # werkzeug's; moto leaves it open
+            if inner is not None:
+                inner.server_close()
             self._server = None
 
 

@@ -15,7 +15,7 @@ from werkzeug.datastructures import MultiDict
 from taskflow.limits import MAX_DEPTH
 from taskflow.ports import DeadLetterQuery, ReplayRequest
 from taskflow.storable import find_unstorable, text_problem
-from web.parsing import decode_cursor, depth, parse_page, query_name, single_arg
+from web.parsing import depth, parse_cursor, parse_page, query_name, single_arg
 from web.responses import ApiError, FieldErrors
 
 MAX_TEXT = 200
@@ -44,11 +44,7 @@ def parse_dead_letter_query(args: MultiDict[str, str], *, paged: bool = True) ->
     if paged:
         page = parse_page(args, errors)
         limit, offset = page.limit + 1, page.offset
-        raw_cursor = single_arg(args, "cursor", errors)
-        if raw_cursor:
-            before = decode_cursor(raw_cursor)
-            if before is None:
-                errors.add("cursor", "is not a cursor this API returned")
+        before = parse_cursor(args, errors)
     errors.raise_if_any("The query string is invalid.")
     return DeadLetterQuery(
         task=task,

@@ -428,12 +428,7 @@ def parse_job_query(args: MultiDict[str, str]) -> JobQuery:
             errors.add("status", f"must be one of {', '.join(s.value for s in JobStatus)}")
     task = query_name(args, ("task_type", "taskType"), errors)
     queue = query_name(args, ("queue_name", "queueName"), errors)
-    before = None
-    raw_cursor = single_arg(args, "cursor", errors)
-    if raw_cursor:
-        before = decode_cursor(raw_cursor)
-        if before is None:
-            errors.add("cursor", "is not a cursor this API returned")
+    before = parse_cursor(args, errors)
     errors.raise_if_any("The query string is invalid.")
     return JobQuery(
         status=status,
@@ -443,6 +438,17 @@ def parse_job_query(args: MultiDict[str, str]) -> JobQuery:
         offset=page.offset,
         before=before,
     )
+
+
+def parse_cursor(args: MultiDict[str, str], errors: FieldErrors) -> tuple[float, str] | None:
+    """``cursor``: the keyset position a page's ``nextCursor`` stands for (None if absent)."""
+    raw = single_arg(args, "cursor", errors)
+    if not raw:
+        return None
+    before = decode_cursor(raw)
+    if before is None:
+        errors.add("cursor", "is not a cursor this API returned")
+    return before
 
 
 def encode_cursor(created_at: float, job_id: str) -> str:

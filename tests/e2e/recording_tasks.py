@@ -78,3 +78,12 @@ async def poison_result(payload: dict[str, Any], ctx: JobContext) -> Any:
 async def poison_error(payload: dict[str, Any], ctx: JobContext) -> None:
     """Fail with an error message PostgreSQL would refuse as it is."""
     raise RuntimeError("broken \x00 message \udfff")
+
+
+@registry.task(name="chatty", max_attempts=1, timeout=120.0)
+async def chatty(payload: dict[str, Any], ctx: JobContext) -> int:
+    """Log a line every ``every`` seconds, ``ticks`` times (for log tails and S3 outages)."""
+    for i in range(int(payload.get("ticks", 3))):
+        ctx.log.info("tick", i=i)
+        await anyio.sleep(float(payload.get("every", 0.1)))
+    return int(payload.get("ticks", 3))

@@ -99,6 +99,7 @@ def test_cluster_and_worker_expositions(tmp_path: Path, pg_url: str, rabbit_vhos
         with pytest.raises(urllib.error.HTTPError) as missing:
             urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/other", timeout=5)
         assert missing.value.code == 404
+        missing.value.close()
     finally:
         for service in [api, *workers]:
             service.stop()

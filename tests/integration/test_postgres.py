@@ -86,12 +86,20 @@ def test_concurrent_migrations_apply_once(pg_server_url: str) -> None:
     try:
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             results = list(pool.map(lambda _: migrate(url), range(4)))
-        assert sorted(len(r) for r in results) == [0, 0, 0, 1]  # one applied, three saw it done
-        assert applied(url) == ["0001.jobs"]
-        assert rollback(url) == ["0001.jobs"]
+        every = ["0001.jobs", "0002.history"]
+        assert sorted(len(r) for r in results) == [0, 0, 0, 2]  # one applied, three saw it done
+        assert applied(url) == every
+        assert rollback(url) == ["0002.history"]
+        with psycopg.connect(url) as conn:
+            columns = (
+                "SELECT count(*) FROM information_schema.columns WHERE column_name = 'history'"
+            )
+            assert conn.execute(columns).fetchone() == (0,)
+            assert conn.execute("SELECT to_regproc('taskflow_attempt')").fetchone() == (None,)
+        assert sorted(rollback(url, steps=2)) == ["0001.jobs"]
         with psycopg.connect(url) as conn:
             assert conn.execute("SELECT to_regclass('taskflow_jobs')").fetchone() == (None,)
-        assert migrate(url) == ["0001.jobs"]
+        assert migrate(url) == every
     finally:
         admin(pg_server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

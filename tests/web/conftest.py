@@ -6,6 +6,7 @@ through the ``Runtime`` API (or HTTP), so it can later be parametrized over Post
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -50,6 +51,28 @@ def make_registry() -> TaskRegistry:
     @registry.task(name="fail", max_attempts=2, retry=FAST)
     async def fail(payload: dict[str, Any], ctx: JobContext) -> None:
         raise RuntimeError("this task always fails")
+
+    @registry.task(name="chatty", max_attempts=2, retry=FAST)
+    async def chatty(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+        ctx.log.info("resizing", path=payload.get("path", "cat.png"), width=300)
+        logging.getLogger("myapp.images").warning("slow disk: %s ms", 250)
+        for i in range(int(payload.get("ticks", 0))):
+            ctx.log.info("tick", i=i)
+            await anyio.sleep(float(payload.get("every", 0.1)))
+        if ctx.attempt < int(payload.get("fail_until", 0)):
+            raise ValueError(f"not yet (attempt {ctx.attempt})")
+        return {"ok": True}
+
+    @registry.task(name="chatty_sync")
+    def chatty_sync(payload: dict[str, Any], ctx: JobContext) -> int:
+        ctx.log.info("in a thread")
+        logging.getLogger("myapp.sync").error("from stdlib in a thread")
+        return 1
+
+    @registry.task(name="verbose")
+    async def verbose(payload: dict[str, Any], ctx: JobContext) -> None:
+        for i in range(int(payload["lines"])):
+            ctx.log.info("line", i=i, filler="x" * 100)
 
     @registry.task(name="picky", max_attempts=1)
     async def picky(payload: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
