@@ -82,7 +82,12 @@ class SnapshotCollector(Collector):
             "queue",
             s.queue_depth,
         )
-        yield GaugeMetricFamily("taskflow_in_flight", "Attempts running here.", value=s.in_flight)
+        online = [w for w in s.workers.values() if w.online]
+        yield GaugeMetricFamily(
+            "taskflow_in_flight",
+            "Attempts running in the workers online (by their last heartbeat), else here.",
+            value=sum(w.busy for w in online) if online else s.in_flight,
+        )
         yield GaugeMetricFamily(
             "taskflow_workers_online",
             "Workers whose heartbeat arrived within three intervals.",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -60,8 +61,11 @@ class FileLogStore:
             path = self._path(job_id)
         except ValueError:
             return 0
+        await anyio.lowlevel.checkpoint()
         try:
-            return (await anyio.Path(path).stat()).st_size
+            # A local stat takes microseconds: cheaper inline than a hop to a worker thread,
+            # and the log shipper asks once per job it has not written yet.
+            return os.stat(path).st_size
         except FileNotFoundError:
             return 0
         except OSError as exc:

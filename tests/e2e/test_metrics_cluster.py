@@ -79,6 +79,7 @@ def test_cluster_and_worker_expositions(tmp_path: Path, pg_url: str, rabbit_vhos
         assert value(cluster, "taskflow_jobs_by_status", status="completed") == 200
         assert value(cluster, "taskflow_queue_depth", queue="default") == 0  # from the broker
         assert value(cluster, "taskflow_run_time_seconds_count") == 200
+        assert value(cluster, "taskflow_workers_online") == 2
         # each worker's own: the attempts it ran, which add up to the cluster's
         finished = [
             value(
