@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import urllib.request
 from pathlib import Path
@@ -45,7 +46,7 @@ def test_cluster_and_worker_expositions(tmp_path: Path, pg_url: str, rabbit_vhos
         "TASKFLOW_TASKS": "tests.e2e.recording_tasks",
         "TASKFLOW_QUEUES": "default",
     }
-    ports = [free_port(), free_port()]
+    ports = [free_port(), 0]  # 0: any free port, which the worker logs
     for name in ("api", "w0", "w1"):
         (tmp_path / name).mkdir()
     api = Service(home=tmp_path / "api", env=env, command=("api",))
@@ -55,9 +56,14 @@ def test_cluster_and_worker_expositions(tmp_path: Path, pg_url: str, rabbit_vhos
     ]
     try:
         api.start()
-        for worker in workers:
+        for i, worker in enumerate(workers):
             worker.start_worker()
-            assert b"metrics_listening" in worker.log.read_bytes()
+            line = next(
+                ln for ln in worker.log.read_text().splitlines() if "metrics_listening" in ln
+            )
+            bound = int(re.search(r"port[=\":\s]+(\d+)", line).group(1))  # type: ignore[union-attr]
+            assert bound > 0 and (ports[i] in (0, bound))
+            ports[i] = bound
         submit_many(api, "noop", [{} for _ in range(200)], batch=50)
         counts = wait_counts(api, 200)
         with psycopg.connect(pg_url) as conn:
