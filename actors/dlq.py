@@ -14,9 +14,10 @@ from actors.attempt import public_failed
 from actors.outbox import publish_jobs
 from actors.settle import Entry, Recorder
 from taskflow.clock import Clock
-from taskflow.errors import NotStorable
+from taskflow.errors import LogStoreError, NotStorable
 from taskflow.joblog import Notes
 from taskflow.jobs import Job, JobError
+from taskflow.log import get_logger
 from taskflow.messages import AttemptFailed, DeadLetterJob, JobDeadLettered, JobReplayed
 from taskflow.ports import (
     Bury,
@@ -29,6 +30,8 @@ from taskflow.ports import (
     Transport,
 )
 from taskflow.streams import receive_batch
+
+log = get_logger("taskflow.dlq")
 
 
 @dataclass(slots=True)
@@ -165,7 +168,10 @@ class DlqKeeper:
         bounded = self._before_now(query or DeadLetterQuery(), batch)
         total = 0
         while purged := await self.store.purge_dead_letters(bounded):
-            await self.logs.delete(purged)
+            try:
+                await self.logs.delete(purged)
+            except LogStoreError as exc:  # S3 down: the jobs are gone, their logs stay behind
+                log.warning("purged_logs_not_deleted", jobs=len(purged), error=str(exc)[:300])
             total += len(purged)
         return total
 

@@ -10,7 +10,7 @@ from anyio.abc import TaskStatus
 from actors.outbox import publish_jobs
 from taskflow import limits
 from taskflow.clock import Clock
-from taskflow.errors import StoreError, TransportError
+from taskflow.errors import LogStoreError, StoreError, TransportError
 from taskflow.joblog import Notes
 from taskflow.log import get_logger
 from taskflow.messages import JobDeadLettered
@@ -103,7 +103,10 @@ class Reaper:
             limit=self.batch,
         )
         if purged:
-            await self.logs.delete(purged)
+            try:
+                await self.logs.delete(purged)
+            except LogStoreError as exc:  # S3 down: the jobs are gone, their logs stay behind
+                log.warning("purged_logs_not_deleted", jobs=len(purged), error=str(exc)[:300])
         self._counts.recovered += len(recovered.requeued)
         self._counts.buried += len(recovered.buried)
         self._counts.purged += len(purged)

@@ -17,6 +17,7 @@ from actors.dlq import DlqKeeper
 from actors.settle import Recorder
 from taskflow.clock import AnyioClock
 from taskflow.codec import decode
+from taskflow.errors import LogStoreError
 from taskflow.jobs import Job, JobError, JobStatus
 from taskflow.memory import MemoryEventBus, MemoryJobStore, MemoryLogStore, MemoryTransport
 from taskflow.messages import (
@@ -261,3 +262,27 @@ async def test_a_replayed_job_does_not_inherit_an_old_cancel_request() -> None:
         # Then: it is a fresh job; the executor would otherwise cancel it on start
         assert job.status is JobStatus.PENDING
         assert job.cancel_requested is False
+
+
+async def test_purge_deletes_the_jobs_even_when_the_log_store_is_down() -> None:
+    async with running_dlq() as h:
+        now = h.clock.now()
+        dead = [
+            Job(
+                id=f"dead-{i}",
+                task="echo",
+                status=JobStatus.FAILED,
+                attempts=1,
+                error=BOOM,
+                created_at=now - 10,
+                updated_at=now - 10,
+                finished_at=now - 10,
+            )
+            for i in range(3)
+        ]
+        await h.store.insert(dead, now=now)
+        logs = h.dlq.logs
+        assert isinstance(logs, MemoryLogStore)
+        logs.fail = LogStoreError("S3 is down")
+        assert await h.dlq.purge(batch=2) == 3
+        assert not any(j.id in h.store.jobs for j in dead)
