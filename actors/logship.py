@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +89,7 @@ class LogShipper:
     """The spool's root; each process spools into its own directory under it (``run``)."""
     flush_interval: float = 2.0
     worker: str = ""
-    now: Any = time.time
+    now: Callable[[], float] = time.time
     _send: MemoryObjectSendStream[ShipLines] = field(init=False, repr=False)
     _receive: MemoryObjectReceiveStream[ShipLines] = field(init=False, repr=False)
     _live: dict[tuple[str, int], JobLog] = field(default_factory=dict, init=False)
@@ -255,21 +255,20 @@ class LogShipper:
             data = await self._capped(job_id, records)
             if data:
                 entries[job_id] = data
+        # While anything waits in the spool, new lines queue behind it (each job's order
+        # holds); once the spool is uploaded it is empty, and the batch goes to the store.
         if self._spooled and not await self._upload_spool():
-            self._spool_all(entries)  # keep each job's order: behind what waits already
+            self._spool_all(entries)
             return
-        spooled = {j: d for j, d in entries.items() if j in self._spooled}
-        direct = {j: d for j, d in entries.items() if j not in self._spooled}
-        self._spool_all(spooled)
-        if not direct:
+        if not entries:
             return
         try:
-            await self.logs.append(direct)
+            await self.logs.append(entries)
         except Exception as exc:  # a log store never stops anything else
             self._failed += 1
-            log.warning("log_store_failed", jobs=len(direct), error=repr(exc)[:300])
+            log.warning("log_store_failed", jobs=len(entries), error=repr(exc)[:300])
             self._retry_at = self.now() + SPOOL_RETRY
-            self._spool_all(direct)
+            self._spool_all(entries)
         else:
             self._shipped += 1
 

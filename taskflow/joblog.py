@@ -110,9 +110,6 @@ class JobLog:
             taken, self._records = self._records, []
         return taken
 
-    def __len__(self) -> int:
-        return len(self._records)
-
 
 def _cut(text: str) -> str:
     """At most ``MAX_LINE_CHARS``, a lone surrogate kept as its escape (JSON cannot hold it)."""

@@ -14,7 +14,7 @@ from quart_schema import document_response as documented
 
 from taskflow.jobs import Job, JobStatus
 from web.api import API_PREFIX, errors
-from web.dlq_parsing import parse_dead_letter_query, parse_flag, parse_replay_body
+from web.dlq_parsing import FILTERS, parse_dead_letter_query, parse_flag, parse_replay_body
 from web.parsing import decode_json, encode_cursor, is_json, job_id
 from web.responses import ApiError, json_response
 from web.schemas import (
@@ -143,7 +143,7 @@ async def purge_dead_letters() -> Response:
             422,
             "confirmation_required",
             "Purging every dead letter needs all=true; or narrow it with a filter.",
-            details={"filters": ["task_type", "queue_name", "error_code", "since", "until", "q"]},
+            details={"filters": list(FILTERS)},
         )
     runtime = current_state().runtime
     if dry_run:

@@ -220,19 +220,7 @@ async def test_replay_skips_jobs_that_are_not_dead_letters() -> None:
 async def test_replay_all_replays_every_dead_letter() -> None:
     async with running_dlq() as h:
         now = h.clock.now()
-        dead = [
-            Job(
-                id=f"dead-{i}",
-                task="echo",
-                status=JobStatus.FAILED,
-                attempts=3,
-                error=BOOM,
-                created_at=now - 10 + i,
-                updated_at=now - 10 + i,
-                finished_at=now - 10 + i,
-            )
-            for i in range(7)
-        ]
+        dead = dead_letters(7, now)
         alive = Job(id="alive", task="echo", created_at=now, updated_at=now)
         await h.store.insert([*dead, alive], now=now)
 
@@ -267,22 +255,27 @@ async def test_a_replayed_job_does_not_inherit_an_old_cancel_request() -> None:
 async def test_purge_deletes_the_jobs_even_when_the_log_store_is_down() -> None:
     async with running_dlq() as h:
         now = h.clock.now()
-        dead = [
-            Job(
-                id=f"dead-{i}",
-                task="echo",
-                status=JobStatus.FAILED,
-                attempts=1,
-                error=BOOM,
-                created_at=now - 10,
-                updated_at=now - 10,
-                finished_at=now - 10,
-            )
-            for i in range(3)
-        ]
+        dead = dead_letters(3, now)
         await h.store.insert(dead, now=now)
         logs = h.dlq.logs
         assert isinstance(logs, MemoryLogStore)
         logs.fail = LogStoreError("S3 is down")
         assert await h.dlq.purge(batch=2) == 3
         assert not any(j.id in h.store.jobs for j in dead)
+
+
+def dead_letters(n: int, now: float) -> list[Job]:
+    """``n`` dead letters that died before ``now``, oldest first."""
+    return [
+        Job(
+            id=f"dead-{i}",
+            task="echo",
+            status=JobStatus.FAILED,
+            attempts=3,
+            error=BOOM,
+            created_at=now - 10 + i,
+            updated_at=now - 10 + i,
+            finished_at=now - 10 + i,
+        )
+        for i in range(n)
+    ]

@@ -9,13 +9,15 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import anyio
 import pytest
 
 from taskflow.s3 import open_s3_logs
-from tests.e2e.service import http
+from tests.e2e.service import Service, http
 from tests.faults.harness import base_env, service, stop_all
 from tests.rabbit import Vhost
 
@@ -30,14 +32,23 @@ def read_s3(url: str, job_id: str) -> bytes | None:
     return anyio.run(read)
 
 
-def test_a_worker_ships_lines_live_to_s3_and_the_api_follows_them(
-    tmp_path: Path, pg_url: str, rabbit_vhost: Vhost, s3_url: str
-) -> None:
-    env = base_env(pg_url, rabbit_vhost, TASKFLOW_S3_URL=s3_url)
+@contextmanager
+def s3_cluster(tmp_path: Path, pg_url: str, vhost: Vhost, s3_url: str) -> Iterator[Service]:
+    """An API and one worker with their logs in S3; yields the API."""
+    env = base_env(pg_url, vhost, TASKFLOW_S3_URL=s3_url)
     api, worker = service(tmp_path, "api", env, "api"), service(tmp_path, "w0", env, "worker")
     try:
         api.start()
         worker.start_worker()
+        yield api
+    finally:
+        stop_all([api, worker])
+
+
+def test_a_worker_ships_lines_live_to_s3_and_the_api_follows_them(
+    tmp_path: Path, pg_url: str, rabbit_vhost: Vhost, s3_url: str
+) -> None:
+    with s3_cluster(tmp_path, pg_url, rabbit_vhost, s3_url) as api:
         status, body = api.submit("chatty", [{"ticks": 20, "every": 0.25}])  # about 5 s
         assert status == 202, body
         (job_id,) = body["taskIds"]
@@ -74,24 +85,16 @@ def test_a_worker_ships_lines_live_to_s3_and_the_api_follows_them(
         records = [json.loads(line) for line in direct.splitlines()]
         assert [r["fields"]["i"] for r in records if r["message"] == "tick"] == list(range(20))
         assert records[0]["message"] == "attempt 1 started"
-    finally:
-        stop_all([api, worker])
 
 
 def test_purging_a_dead_letter_deletes_its_log_in_s3(
     tmp_path: Path, pg_url: str, rabbit_vhost: Vhost, s3_url: str
 ) -> None:
-    env = base_env(pg_url, rabbit_vhost, TASKFLOW_S3_URL=s3_url)
-    api, worker = service(tmp_path, "api", env, "api"), service(tmp_path, "w0", env, "worker")
-    try:
-        api.start()
-        worker.start_worker()
+    with s3_cluster(tmp_path, pg_url, rabbit_vhost, s3_url) as api:
         status, body = api.submit("poison_error", [{}])
         (job_id,) = body["taskIds"]
         deadline = time.monotonic() + 60
-        while read_s3(s3_url, job_id) is None or b"dead-lettered" not in (
-            read_s3(s3_url, job_id) or b""
-        ):
+        while b"dead-lettered" not in (read_s3(s3_url, job_id) or b""):
             assert time.monotonic() < deadline, "the dead letter's log never reached S3"
             time.sleep(0.5)
         status, body = http("DELETE", f"{api.url}/api/v1/dlq?task_type=poison_error")
@@ -101,5 +104,3 @@ def test_purging_a_dead_letter_deletes_its_log_in_s3(
             urllib.request.urlopen(f"{api.url}/api/v1/logs/{job_id}", timeout=10)
         assert gone.value.code == 404
         gone.value.close()
-    finally:
-        stop_all([api, worker])
