@@ -29,6 +29,7 @@ from taskflow.ports import (
     ReplayRequest,
     Transport,
 )
+from taskflow.ports.cache import COUNTS_KEY, Cache, job_key
 from taskflow.streams import receive_batch
 
 log = get_logger("taskflow.dlq")
@@ -61,6 +62,8 @@ class DlqKeeper:
     """Purging a dead letter deletes its log too."""
     notes: Notes | None = None
     """Lifecycle lines for the job's log (dead-lettered, replayed)."""
+    cache: Cache | None = None
+    """Cached views of the jobs a replay or a purge changes are dropped once it commits."""
     _counts: DlqStats = field(default_factory=DlqStats, init=False)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -123,6 +126,7 @@ class DlqKeeper:
         are not dead letters are skipped."""
         now = self.clock.now()
         jobs = await self.store.replay(job_ids, now=now, request=request)
+        await self._invalidate([j.id for j in jobs])
         if jobs:
             await publish_jobs(self.transport, self.store, jobs)
             await self.events.publish(
@@ -149,13 +153,20 @@ class DlqKeeper:
         request: ReplayRequest | None = None,
         *,
         batch: int = 500,
+        limit: int | None = None,
     ) -> int:
-        """Replay every dead letter matching ``query``, ``batch`` at a time; returns how many.
-        Only those dead before the call: a replayed job that dies again is not replayed twice."""
+        """Replay every dead letter matching ``query`` (at most ``limit``), ``batch`` at a
+        time; returns how many. Only those dead before the call: a replayed job that dies
+        again is not replayed twice."""
         bounded = self._before_now(query or DeadLetterQuery(), batch)
         request = replace(request or ReplayRequest(), payload=None)  # one payload fits one job
         total = 0
-        while page := await self.queries.list_dead_letters(bounded):
+        while limit is None or total < limit:
+            if limit is not None:
+                bounded = replace(bounded, limit=min(batch, limit - total))
+            page = await self.queries.list_dead_letters(bounded)
+            if not page:
+                break
             replayed = await self.replay([j.id for j in page], request)
             total += len(replayed)
             if not replayed:  # another caller replayed this page first
@@ -168,12 +179,17 @@ class DlqKeeper:
         bounded = self._before_now(query or DeadLetterQuery(), batch)
         total = 0
         while purged := await self.store.purge_dead_letters(bounded):
+            await self._invalidate(purged)
             try:
                 await self.logs.delete(purged)
             except LogStoreError as exc:  # S3 down: the jobs are gone, their logs stay behind
                 log.warning("purged_logs_not_deleted", jobs=len(purged), error=str(exc)[:300])
             total += len(purged)
         return total
+
+    async def _invalidate(self, job_ids: Sequence[str]) -> None:
+        if self.cache is not None and job_ids:
+            await self.cache.invalidate([*map(job_key, job_ids), COUNTS_KEY])
 
     def _before_now(self, query: DeadLetterQuery, batch: int) -> DeadLetterQuery:
         now = self.clock.now()

@@ -199,6 +199,8 @@ class MetricsCollector:
     known_queues: frozenset[str] | None = None
     queue_depths: Callable[[], Awaitable[Mapping[str, int]]] | None = None
     """Read with the job counts at each refresh."""
+    counts: Callable[[], Awaitable[Mapping[JobStatus, int]]] | None = None
+    """Where the job counts come from (the cache's); ``None``: ``queries.counts``."""
 
     _tallies: dict[str, _Tally] = field(default_factory=dict, init=False)
     _task_of: dict[str, tuple[str, str]] = field(default_factory=dict, init=False)
@@ -245,7 +247,7 @@ class MetricsCollector:
         """Re-read the job counts from the store, then the queue depths from the transport.
         Raises what either raises, or ``TimeoutError`` after ``query_timeout`` seconds."""
         with anyio.fail_after(self.query_timeout):
-            counts = await self.queries.counts()
+            counts = await (self.counts or self.queries.counts)()
         self._by_status = _status_counts(counts)
         if self.queue_depths is not None:
             with anyio.fail_after(self.query_timeout):

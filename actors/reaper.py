@@ -15,6 +15,7 @@ from taskflow.joblog import Notes
 from taskflow.log import get_logger
 from taskflow.messages import JobDeadLettered
 from taskflow.ports import EventBus, JobStore, LogStore, Transport
+from taskflow.ports.cache import COUNTS_KEY, Cache, job_key
 
 log = get_logger("taskflow.reaper")
 
@@ -48,6 +49,8 @@ class Reaper:
     retention_completed: float = limits.RETENTION_COMPLETED
     retention_failed: float = limits.RETENTION_FAILED
     batch: int = 1000
+    cache: Cache | None = None
+    """Cached views of the jobs retention deletes are dropped once the delete commits."""
     outbox_grace: float = 5.0
     _counts: ReaperStats = field(default_factory=ReaperStats, init=False)
 
@@ -96,6 +99,16 @@ class Reaper:
                     if j.error is not None
                 ]
             )
+        await self.purge_expired()
+        self._counts.recovered += len(recovered.requeued)
+        self._counts.buried += len(recovered.buried)
+        self._counts.republished += len(lost)
+        self._counts.sweeps += 1
+
+    async def purge_expired(self) -> list[str]:
+        """Delete up to ``batch`` terminal jobs past their retention, with their logs and
+        cached views; their ids."""
+        now = self.clock.now()
         purged = await self.store.purge(
             now=now,
             completed_before=now - self.retention_completed,
@@ -103,12 +116,18 @@ class Reaper:
             limit=self.batch,
         )
         if purged:
+            if self.cache is not None:
+                await self.cache.invalidate([*map(job_key, purged), COUNTS_KEY])
             try:
                 await self.logs.delete(purged)
             except LogStoreError as exc:  # S3 down: the jobs are gone, their logs stay behind
                 log.warning("purged_logs_not_deleted", jobs=len(purged), error=str(exc)[:300])
-        self._counts.recovered += len(recovered.requeued)
-        self._counts.buried += len(recovered.buried)
         self._counts.purged += len(purged)
-        self._counts.republished += len(lost)
-        self._counts.sweeps += 1
+        return purged
+
+    async def cleanup(self) -> int:
+        """Retention now (``invoke cleanup``): every expired job, batch after batch."""
+        total = 0
+        while len(purged := await self.purge_expired()) == self.batch:
+            total += len(purged)
+        return total + len(purged)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any
@@ -23,6 +23,7 @@ from actors.metrics import MetricsSnapshot
 from actors.tree import Tree, TreeConfig, open_tree
 from taskflow.errors import ValidationError
 from taskflow.jobs import ACTIVE, TERMINAL, Job, JobStatus
+from taskflow.keys import ApiKey, check_name, key_hash, new_secret, parse_scopes
 from taskflow.memory import MemoryJobStore
 from taskflow.messages import CancelRequested, JobCancelled, NewJob, SubmitJobs
 from taskflow.ports import DeadLetterQuery, DeadMessage, Inserted, JobQuery, ReplayRequest
@@ -166,12 +167,13 @@ class Runtime:
         request: ReplayRequest | None = None,
         *,
         task: str | None = None,
+        limit: int | None = None,
     ) -> int:
         """Replay every dead letter matching ``query`` (all of them without one; ``task``
-        narrows it to one task type)."""
+        narrows it to one task type), at most ``limit`` of them."""
         if task is not None:
             query = dataclasses.replace(query or DeadLetterQuery(), task=task)
-        return await self.tree.dlq.replay_matching(query, request)
+        return await self.tree.dlq.replay_matching(query, request, limit=limit)
 
     async def count_dead_letters(self, query: DeadLetterQuery | None = None) -> int:
         return await self.tree.dlq.count(query)
@@ -179,6 +181,27 @@ class Runtime:
     async def purge_dead_letters(self, query: DeadLetterQuery | None = None) -> int:
         """Delete the dead letters matching ``query`` (all without one), with their logs."""
         return await self.tree.dlq.purge(query)
+
+    async def cleanup(self) -> int:
+        """Retention now: delete every terminal job past its retention (with its log and
+        cached view), as the reaper does each sweep; how many."""
+        return await self.tree.reaper.cleanup()
+
+    async def create_key(self, name: str, scopes: Iterable[str]) -> tuple[ApiKey, str]:
+        """A new API key: ``(key, secret)``; the secret is shown once and only its hash is
+        kept. ``ValidationError`` for a bad name or scope, ``KeyExists`` for a live name."""
+        wanted = parse_scopes(scopes)
+        secret = new_secret()
+        key = await self.resources.keys.create_key(check_name(name), wanted, key_hash(secret))
+        return key, secret
+
+    async def list_keys(self, *, revoked: bool = False) -> list[ApiKey]:
+        return await self.resources.keys.list_keys(revoked=revoked)
+
+    async def revoke_key(self, name: str) -> ApiKey:
+        """Revoke the live key ``name`` (``KeyNotFound`` if none): every API process refuses
+        it within ``limits.KEY_CACHE_SECONDS``."""
+        return await self.resources.keys.revoke_key(name, now=self.resources.clock.now())
 
     async def read_log(self, job_id: str) -> LogRead:
         """The job's log records (JSON lines) as this process sees them, and where from."""

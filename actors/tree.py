@@ -44,6 +44,7 @@ from actors.slots import Slots
 from actors.waiters import Waiters
 from taskflow import limits
 from taskflow.config import Settings
+from taskflow.counting import CachedCounts
 from taskflow.messages import TERMINAL_EVENTS, AttemptFailed, DeadLetterJob, RunJob
 from taskflow.ports import Delivery
 from taskflow.registry import TaskRegistry
@@ -211,6 +212,7 @@ async def open_tree(
             clock=res.clock,
             logs=res.logs,
             notes=shipper.note,
+            cache=res.cache,
         )
         retrier = Retrier(
             inbox=failures,
@@ -262,6 +264,7 @@ async def open_tree(
             store=res.store,
             transport=res.transport,
             clock=res.clock,
+            cache=res.cache,
         )
         ingest = Ingest(
             events=res.events,
@@ -272,6 +275,7 @@ async def open_tree(
             transport=res.transport,
             clock=res.clock,
         )
+        counts = CachedCounts(queries=res.queries, cache=res.cache, ttl=cfg.metrics_interval)
         metrics = MetricsCollector(
             events=res.events,
             queries=res.queries,
@@ -291,6 +295,7 @@ async def open_tree(
             known_tasks=frozenset(registry.names()),
             known_queues=frozenset(cfg.queues),
             queue_depths=lambda: res.transport.depths(cfg.queues),
+            counts=counts.counts,
         )
         heartbeat = Heartbeat(
             events=res.events,

@@ -58,6 +58,21 @@ def parser() -> argparse.ArgumentParser:
     mig = sub.add_parser("migrate", help="apply pending database migrations")
     mig.add_argument("--rollback", type=int, metavar="N", help="roll back the last N instead")
     mig.add_argument("--list", action="store_true", help="list applied migrations")
+    keys = sub.add_parser(
+        "keys", help="API keys, on the database directly (TASKFLOW_DATABASE_URL or embedded)"
+    )
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key; prints it once, on its last line")
+    create.add_argument("name", help="1-64 letters, digits, '.', '_', '-'")
+    create.add_argument(
+        "--scopes",
+        default="read",
+        help="comma-separated: read, submit, admin (admin implies the others; default read)",
+    )
+    listing = keys_sub.add_parser("list", help="list keys (never the keys themselves)")
+    listing.add_argument("--revoked", action="store_true", help="revoked keys too")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key (refused within 5 s everywhere)")
+    revoke.add_argument("name")
     dash = sub.add_parser("dashboard", help="serve the live Panel dashboard (polls the API)")
     dash.add_argument(
         "--api-url", default="http://127.0.0.1:8000", help="the API to poll (default %(default)s)"
@@ -116,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             anyio.run(serve, settings, args.command, backend="asyncio")
             _exit_past_stuck_threads()
+        elif args.command == "keys":
+            return keys_command(settings, args)
         elif args.command == "migrate":
             return migrate_command(settings, rollback=args.rollback, show=args.list)
         elif args.command == "dashboard":
@@ -196,12 +213,21 @@ def migrate_command(settings: Settings, *, rollback: int | None, show: bool) -> 
     return 0
 
 
+def keys_command(settings: Settings, args: argparse.Namespace) -> int:
+    """``taskflow keys create|list|revoke`` against the database, no server needed."""
+    from taskflow.keyscli import run_keys_command
+
+    return anyio.run(run_keys_command, settings, args, backend="asyncio")
+
+
 def dashboard_command(api_url: str, host: str, port: int, allow_origins: Sequence[str]) -> int:
     # Lazy: panel is heavy and stays out of every other command's import path. The CLI is
     # one of the two roots that may import web/ (tests/unit/test_imports.py).
     from web.dashboard import serve_dashboard
 
-    serve_dashboard(api_url, host, port, allow_origins=allow_origins)
+    serve_dashboard(
+        api_url, host, port, allow_origins=allow_origins, api_key=os.environ.get("TASKFLOW_KEY")
+    )
     return 0
 
 

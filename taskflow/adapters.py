@@ -23,7 +23,11 @@ from taskflow.errors import ConfigError
 from taskflow.files import FileLogStore
 from taskflow.log import get_logger
 from taskflow.memory import MemoryEventBus, MemoryJobStore, MemoryLogStore, MemoryTransport
+from taskflow.memory.cache import MemoryCache
+from taskflow.memory.keys import MemoryKeyStore
 from taskflow.ports import EventBus, JobStoreAndQueries, LogStore, Transport
+from taskflow.ports.cache import Cache
+from taskflow.ports.keys import KeyStore
 
 log = get_logger("taskflow.adapters")
 T = TypeVar("T")
@@ -114,6 +118,30 @@ LOG_STORES: Mapping[str, Opener[LogStore]] = {
     "http": _s3_logs,
     "https": _s3_logs,
 }
+
+
+def key_store(store: JobStoreAndQueries) -> KeyStore:
+    """API keys beside the jobs: PostgreSQL's table on the same pool, else in memory."""
+    from taskflow.postgres.store import PostgresJobStore
+
+    if isinstance(store, PostgresJobStore):
+        from taskflow.postgres.keys import PostgresKeyStore
+
+        return PostgresKeyStore(store)
+    return MemoryKeyStore()
+
+
+@asynccontextmanager
+async def open_cache(settings: Settings) -> AsyncIterator[tuple[Cache, object | None]]:
+    """``(cache, redis link)``: Redis when ``TASKFLOW_REDIS_URL`` is set (reachable or not:
+    calls fall back while it is down), else this process's memory (and no link)."""
+    if not settings.redis_url:
+        yield MemoryCache(), None
+        return
+    from taskflow.redislink import RedisCache, open_redis  # redis.asyncio: asyncio only
+
+    async with open_redis(str(settings.redis_url), prefix=f"{settings.amqp_prefix}:") as link:
+        yield RedisCache(link), link
 
 
 def opener(table: Mapping[str, Opener[T]], url: str, setting: str) -> Opener[T]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -93,6 +95,16 @@ class Settings:
     max_body_bytes: int = limits.MAX_BODY_BYTES
     max_log_bytes: int = limits.MAX_LOG_BYTES
     """Each job's log is cut here (a truncation marker line ends it); 0 turns capture off."""
+    auth: str = "off"
+    """``required``: every route but health needs an API key; ``off`` binds loopback only."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or networks whose ``X-Forwarded-For`` names the client (rate-limit keys)."""
+    rate_limit_submit: str = limits.RATE_LIMIT_SUBMIT
+    rate_limit_read: str = limits.RATE_LIMIT_READ
+    rate_limit_admin: str = limits.RATE_LIMIT_ADMIN
+    max_backlog: int | None = None
+    """Pending jobs (cluster-wide) past which submissions get 429 ``backlog_full``."""
+    cache_ttl: float = limits.CACHE_TTL
     log_level: str = "info"
     log_json: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -116,7 +128,9 @@ class Settings:
             except ValueError as exc:
                 raise ConfigError(f"{var}={mask(raw)!s} is invalid: {exc}", variable=var) from None
         unknown = sorted(k for k in env if k.startswith("TASKFLOW_") and k not in known)
-        unknown = [k for k in unknown if not k.startswith(ALLOWED_OTHER_PREFIXES)]
+        unknown = [
+            k for k in unknown if not k.startswith(ALLOWED_OTHER_PREFIXES) and k not in CLIENT
+        ]
         if unknown:
             raise ConfigError(f"unknown setting(s): {', '.join(unknown)}", variables=unknown)
         settings = cls(**values)
@@ -134,14 +148,62 @@ class Settings:
             raise ConfigError("TASKFLOW_METRICS_PORT must be 0..65535 (0: any free port)")
         if self.max_log_bytes < 0:
             raise ConfigError("TASKFLOW_MAX_LOG_BYTES must be >= 0 (0: no job logs)")
+        if self.auth not in ("required", "off"):
+            raise ConfigError("TASKFLOW_AUTH must be `required` or `off`")
+        if self.max_backlog is not None and self.max_backlog < 1:
+            raise ConfigError("TASKFLOW_MAX_BACKLOG must be >= 1 (unset: no admission control)")
+        if self.cache_ttl < 0:
+            raise ConfigError("TASKFLOW_CACHE_TTL must be >= 0 (0: no cache)")
+        for group in ("submit", "read", "admin"):
+            try:
+                parse_rate(getattr(self, f"rate_limit_{group}"))
+            except ValueError as exc:
+                raise ConfigError(
+                    f"TASKFLOW_RATE_LIMIT_{group.upper()} is invalid: {exc}",
+                    variable=f"TASKFLOW_RATE_LIMIT_{group.upper()}",
+                ) from None
+        try:
+            networks(self.trusted_proxies)
+        except ValueError as exc:
+            raise ConfigError(f"TASKFLOW_TRUSTED_PROXIES is invalid: {exc}") from None
         if not self.queues:
             raise ConfigError("TASKFLOW_QUEUES must name at least one queue")
         if self.lease_seconds <= 0 or self.shutdown_grace_seconds < 0:
             raise ConfigError("TASKFLOW_LEASE_SECONDS must be > 0, grace >= 0")
 
 
+_RATE = re.compile(r"^\s*(\d+)\s*(?:/|per)\s*(\d*)\s*([a-z]+)\s*$")
+_PERIODS = {
+    "s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0,
+    "m": 60.0, "min": 60.0, "minute": 60.0, "minutes": 60.0,
+    "h": 3600.0, "hour": 3600.0, "hours": 3600.0,
+    "d": 86400.0, "day": 86400.0, "days": 86400.0,
+}  # fmt: skip
+
+
+def parse_rate(text: str) -> tuple[int, float] | None:
+    """``(count, period seconds)`` from ``100/minute``, ``20/second``, ``5/10s``, ``1000/hour``;
+    ``None`` for an empty text (no limit). Raises ``ValueError`` saying the expected form."""
+    if not text.strip():
+        return None
+    found = _RATE.match(text.lower())
+    if found is None or found.group(3) not in _PERIODS or int(found.group(1)) < 1:
+        raise ValueError(
+            f"expected COUNT/PERIOD such as 100/minute, 20/second or 5/10s, got {text!r}"
+        )
+    count, times, unit = int(found.group(1)), found.group(2), found.group(3)
+    return count, (int(times) if times else 1) * _PERIODS[unit]
+
+
+def networks(items: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """The trusted proxies as networks (an address is a one-address network)."""
+    return tuple(ipaddress.ip_network(item, strict=False) for item in items)
+
+
 # Variables read by other parts (tests, benchmarks), not by Settings.
 ALLOWED_OTHER_PREFIXES = ("TASKFLOW_TEST_", "TASKFLOW_BENCH_")
+CLIENT = frozenset({"TASKFLOW_URL", "TASKFLOW_KEY"})
+"""The client's settings (``taskflow.client``, the invoke tasks, the dashboard's key)."""
 
 _PARSERS: dict[str, Any] = {
     "home": Path,
@@ -169,6 +231,13 @@ _PARSERS: dict[str, Any] = {
     "max_batch": int,
     "max_body_bytes": int,
     "max_log_bytes": int,
+    "auth": lambda raw: raw.strip().lower(),
+    "trusted_proxies": _csv,
+    "rate_limit_submit": str.strip,
+    "rate_limit_read": str.strip,
+    "rate_limit_admin": str.strip,
+    "max_backlog": lambda raw: int(raw) if raw.strip() else None,
+    "cache_ttl": _duration,
     "log_level": str,
     "log_json": _bool,
 }

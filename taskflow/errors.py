@@ -105,3 +105,15 @@ class NotStorable(TaskflowError):
     """The store refused a value (a data error, not an outage): retrying cannot help."""
 
     code = "not_storable"
+
+
+class KeyExists(TaskflowError):
+    """A live API key already has this name; revoke it first, or choose another name."""
+
+    code = "key_exists"
+
+
+class KeyNotFound(TaskflowError):
+    """No live API key has this name."""
+
+    code = "key_not_found"

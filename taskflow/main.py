@@ -64,6 +64,7 @@ def local_resources(store: JobStoreAndQueries, *, clock: Clock | None = None) ->
         events=MemoryEventBus(),
         logs=MemoryLogStore(),
         clock=clock or WallClock(),
+        keys=adapters.key_store(store),
     )
 
 
@@ -218,6 +219,7 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
         open_store(adapters.store_url(settings), settings) as store,
         open_transport(adapters.transport_url(settings), settings) as (transport, events),
         open_logs(adapters.log_url(settings), settings) as logs,
+        adapters.open_cache(settings) as (cache, redis),
     ):
         yield Resources(
             store=store,
@@ -226,6 +228,9 @@ async def open_resources(settings: Settings) -> AsyncIterator[Resources]:
             events=events,
             logs=logs,
             clock=WallClock(),
+            keys=adapters.key_store(store),
+            cache=cache,
+            redis=redis,
         )
 
 
@@ -284,6 +289,33 @@ async def recover_on_start(res: Resources, *, batch: int = 1000) -> tuple[int, i
     return recovered, published
 
 
+def is_loopback(host: str) -> bool:
+    """Whether every address ``host`` names is a loopback one (``127.0.0.1``, ``::1``,
+    ``localhost``); a wildcard (``0.0.0.0``, ``::``, empty) is not."""
+    import ipaddress
+
+    if not host or host in ("0.0.0.0", "::"):
+        return False
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
+def check_exposure(settings: Settings) -> None:
+    """``TASKFLOW_AUTH=off`` serves every route to whoever connects: only on loopback. Said
+    before anything binds or starts."""
+    if settings.auth == "off" and not is_loopback(settings.host):
+        raise ConfigError(
+            f"refusing to serve on {settings.host or 'every address'}:{settings.port} with "
+            "TASKFLOW_AUTH=off: without API keys anyone who reaches the port could submit, "
+            "replay and purge. Set TASKFLOW_AUTH=required (create a key with `taskflow keys "
+            "create NAME --scopes admin`), or bind a loopback address (--host 127.0.0.1)",
+            variable="TASKFLOW_AUTH",
+        )
+
+
 ROLES = {"up": frozenset({API, WORKER}), "api": frozenset({API}), "worker": frozenset({WORKER})}
 
 
@@ -304,6 +336,8 @@ async def serve(settings: Settings, role: str = "up") -> None:
         log.warning("no_tasks_registered", hint="set TASKFLOW_TASKS, or TASKFLOW_DEMO=1")
     if role != "up" and not settings.amqp_url:
         raise ConfigError(f"taskflow {role} needs TASKFLOW_AMQP_URL (processes meet on RabbitMQ)")
+    if API in roles:
+        check_exposure(settings)
     stop = anyio.Event()
     forced: list[Tree] = []
 

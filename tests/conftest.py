@@ -18,7 +18,7 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 # parametrizations are not generated for the trio backend.
 ASYNCIO_ONLY = frozenset({"postgres", "rabbitmq", "redis", "s3"})
 
-pytest_plugins = ["tests.pg", "tests.rabbit", "tests.s3"]
+pytest_plugins = ["tests.pg", "tests.rabbit", "tests.s3", "tests.redis"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -15,9 +15,12 @@ from quart_schema import document_headers, document_querystring, document_reques
 from quart_schema import document_response as documented
 
 from actors.runtime import Runtime
-from taskflow.jobs import TERMINAL
+from taskflow.jobs import TERMINAL, Job
+from taskflow.keys import Scope
 from taskflow.messages import NewJob
+from taskflow.ports.cache import job_key
 from taskflow.version import __version__
+from web.auth import open_route, requires
 from web.middleware import log
 from web.parsing import (
     Page,
@@ -31,7 +34,7 @@ from web.parsing import (
     parse_submission,
     parse_wait,
 )
-from web.responses import ApiError, json_response
+from web.responses import ApiError, encode, json_response
 from web.schemas import (
     DeadMessagePage,
     ErrorEnvelope,
@@ -61,10 +64,11 @@ T = TypeVar("T")
 
 
 def errors(*statuses: int) -> Callable[[F], F]:
-    """Document the error envelope for each of ``statuses`` (500 is always possible)."""
+    """Document the error envelope for each of ``statuses`` (401 and 403 where a key is
+    needed, 429 and 500 are always possible)."""
 
     def decorate(func: F) -> F:
-        for status in (*statuses, 500):
+        for status in sorted({*statuses, 429, 500}):
             func = documented(ErrorEnvelope, status)(func)
         return func
 
@@ -75,6 +79,7 @@ def errors(*statuses: int) -> Callable[[F], F]:
 
 
 @api.post("/jobs")
+@requires(Scope.SUBMIT)
 @document_request(SubmitRequest)
 @document_headers(SubmitHeaders)
 @documented(SubmitResponse, 202)
@@ -82,6 +87,9 @@ def errors(*statuses: int) -> Callable[[F], F]:
 @errors(400, 409, 413, 415, 422, 503)
 async def submit_jobs() -> Response:
     """Submit a batch of jobs: one job per item of ``data``.
+
+    429 ``backlog_full`` (with ``Retry-After``) while the pending backlog is at
+    ``TASKFLOW_MAX_BACKLOG``.
 
     202 with the new ids. With an ``Idempotency-Key`` header, the same key and the same body
     within the key's lifetime answer 200 with the original response and
@@ -109,7 +117,11 @@ async def submit_jobs() -> Response:
     submission = parse_submission(
         decode_json(body), max_batch=state.settings.max_batch, queues=state.settings.queues
     )
+    if state.admission is not None:
+        await state.admission.admit()
     ids, replayed = await _submit(state.runtime, submission.jobs, key)
+    if state.admission is not None and not replayed:
+        state.admission.accepted(len(ids))
     response = SubmitResponse(
         task_ids=ids,
         number_of_messages=len(ids),
@@ -129,6 +141,7 @@ async def _submit(runtime: Runtime, jobs: list[NewJob], key: str | None) -> tupl
 
 
 @api.get("/jobs")
+@requires(Scope.READ)
 @document_querystring(ListJobsQuery)
 @documented(JobPage, 200)
 @errors(422, 503)
@@ -156,6 +169,7 @@ async def list_jobs() -> Response:
 
 
 @api.get("/jobs/<task_id>")
+@requires(Scope.READ)
 @document_querystring(GetJobQuery)
 @documented(JobOut, 200)
 @errors(404, 422, 503)
@@ -166,18 +180,36 @@ async def get_job(task_id: str) -> Response:
     With ``wait=S`` (0 < S <= 60) the answer is held until the job is terminal (woken by the
     event bus, no polling by the client), or answers the job as it is after S seconds.
     """
-    runtime, wanted = current_state().runtime, job_id(task_id)
+    state = current_state()
+    runtime, wanted = state.runtime, job_id(task_id)
     wait = parse_wait(request.args)
+    cache = runtime.resources.cache
+    hit = await cache.get(job_key(wanted)) if state.settings.cache_ttl > 0 else None
+    if hit is not None:
+        return Response(hit, content_type="application/json", headers={"X-Cache": "hit"})
     job = await runtime.get(wanted)  # 404 at once for an unknown job
     if wait is not None and job.status not in TERMINAL:
         try:
             job = await runtime.wait(wanted, timeout=wait)
         except TimeoutError:
             job = await runtime.get(wanted)
-    return json_response(job_out(job, tracebacks=True, logs=await runtime.log_facts(job.id)))
+    body = encode(job_out(job, tracebacks=True, logs=await runtime.log_facts(job.id)))
+    if _settled(job, runtime.resources.clock.now()):
+        await cache.put(job_key(wanted), body, state.settings.cache_ttl)
+    return Response(body, content_type="application/json", headers={"X-Cache": "miss"})
+
+
+SETTLED_SECONDS = 5.0
+"""A terminal job's view is cached once it has been terminal this long: its last log lines
+(shipped every 2 s) are in, so ``hasLogs`` no longer changes."""
+
+
+def _settled(job: Job, now: float) -> bool:
+    return job.status in TERMINAL and (job.finished_at or now) <= now - SETTLED_SECONDS
 
 
 @api.post("/jobs/<task_id>/cancel")
+@requires(Scope.SUBMIT)
 @documented(JobOut, 200)
 @errors(404, 409, 422, 503)
 async def cancel_job(task_id: str) -> Response:
@@ -194,6 +226,7 @@ async def cancel_job(task_id: str) -> Response:
 
 
 @api.get("/dlq/messages")
+@requires(Scope.READ)
 @document_querystring(PageQuery)
 @documented(DeadMessagePage, 200)
 @errors(422, 503)
@@ -223,6 +256,7 @@ def _one_page(rows: list[T], page: Page) -> tuple[list[T], int | None]:
 
 
 @api.get("/health")
+@open_route
 @documented(HealthResponse, 200)
 @errors(503)
 async def health() -> Response:
@@ -266,9 +300,11 @@ async def health() -> Response:
 
 
 @api.get("/metrics")
+@requires(Scope.READ)
 @documented(MetricsResponse, 200)
 @errors()
 async def metrics() -> Response:
     """The metrics actor's latest snapshot: jobs by status, per-task counters, throughput,
     latency summaries, executor load and actor statistics."""
-    return json_response(metrics_out(current_state().runtime.metrics()))
+    runtime = current_state().runtime
+    return json_response(metrics_out(runtime.metrics(), runtime.resources.cache.statistics()))

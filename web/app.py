@@ -12,14 +12,20 @@ from quart_schema import Info, QuartSchema
 
 from actors.runtime import Runtime
 from taskflow.config import Settings
+from taskflow.counting import CachedCounts
+from taskflow.redislink import MemoryRateStore, RedisLink, RedisRateStore
 from taskflow.version import __version__
+from web.admission import Admission
 from web.api import API_NAME, api
+from web.auth import SCHEME, make_auth
 from web.dlq import dlq
 from web.errors import register_error_handlers
+from web.keys import keys
 from web.logs import logs
 from web.middleware import with_request_context
 from web.openapi import ApiOpenAPIProvider
 from web.prometheus import count_requests, prometheus
+from web.ratelimit import GroupRateLimiter, RateStore, group_limits
 from web.state import ApiState, install
 
 
@@ -45,7 +51,18 @@ def create_app(runtime: Runtime, settings: Settings) -> Quart:
         PROPAGATE_EXCEPTIONS=False,  # even in testing: unexpected errors get the envelope
     )
     app.url_map.merge_slashes = False  # `//` would redirect with an HTML body; a 404 is clearer
-    install(app, ApiState(runtime=runtime, settings=settings))
+    resources = runtime.resources
+    auth = make_auth(settings, resources.keys)
+    install(
+        app,
+        ApiState(
+            runtime=runtime, settings=settings, auth=auth, admission=_admission(runtime, settings)
+        ),
+    )
+    rates = _rate_store(resources.redis)
+    auth.install(
+        app, between=lambda a: GroupRateLimiter(a, limits=group_limits(settings), store=rates)
+    )
     QuartSchema(
         app,
         info=Info(
@@ -59,11 +76,40 @@ def create_app(runtime: Runtime, settings: Settings) -> Quart:
         scalar_ui_path=None,
         conversion_preference="msgspec",
         openapi_provider_class=ApiOpenAPIProvider,
+        security_schemes={
+            SCHEME: {"type": "http", "scheme": "bearer", "bearer_format": "tf_..."},
+        },
+        security=[{SCHEME: []}],
     )
     register_error_handlers(app)
     app.register_blueprint(api)
     app.register_blueprint(dlq)
     app.register_blueprint(logs)
     app.register_blueprint(prometheus)
+    app.register_blueprint(keys)
     count_requests(app)
     return app
+
+
+def _rate_store(redis: object | None) -> RateStore:
+    """Redis's atomic store when the process has Redis (per-process while it is down), else
+    this process's."""
+    if isinstance(redis, RedisLink):
+        return RedisRateStore(redis)
+    return MemoryRateStore()
+
+
+def _admission(runtime: Runtime, settings: Settings) -> Admission | None:
+    if settings.max_backlog is None:
+        return None
+    res = runtime.resources
+
+    def drain_rate() -> float:
+        snapshot = runtime.metrics()
+        return snapshot.throughput_60s + snapshot.failures_60s
+
+    return Admission(
+        max_backlog=settings.max_backlog,
+        counts=CachedCounts(queries=res.queries, cache=res.cache),
+        drain_rate=drain_rate,
+    )

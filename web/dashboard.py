@@ -35,10 +35,12 @@ ROLLOVER = 300
 class Dashboard:
     """The widgets of one browser session and the ``poll`` that refreshes them."""
 
-    def __init__(self, api_url: str, *, timeout: float = 5.0) -> None:
+    def __init__(self, api_url: str, *, timeout: float = 5.0, api_key: str | None = None) -> None:
         self.api_url = api_url.rstrip("/")
         self.metrics_url = self.api_url + METRICS_PATH
         self.timeout = timeout
+        self.api_key = api_key
+        """Sent as ``Authorization: Bearer`` (a ``read`` key, when the API requires keys)."""
         self.last: dict[str, Any] | None = None
 
         def number(name: str, fmt: str = "{value}") -> Any:
@@ -104,7 +106,10 @@ class Dashboard:
                 self.metrics_url,
                 connect_timeout=self.timeout,
                 request_timeout=self.timeout,
-                headers={"Accept": "application/json"},
+                headers={
+                    "Accept": "application/json",
+                    **({"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}),
+                },
             )
         finally:
             client.close()
@@ -159,10 +164,10 @@ class Dashboard:
         self.status.object = f"Connected to {self.api_url}, metrics at {stamp}"
 
 
-def make_dashboard(api_url: str, *, period_ms: int = 1000) -> Any:
+def make_dashboard(api_url: str, *, period_ms: int = 1000, api_key: str | None = None) -> Any:
     """The dashboard page (a ``pn.viewable.Viewable``). Inside a Bokeh server session it
     polls ``{api_url}/api/v1/metrics`` every ``period_ms``; outside one it is static."""
-    dashboard = Dashboard(api_url)
+    dashboard = Dashboard(api_url, api_key=api_key)
     doc = pn.state.curdoc
     if doc is not None and doc.session_context is not None:
         pn.state.onload(dashboard.poll)
@@ -171,16 +176,23 @@ def make_dashboard(api_url: str, *, period_ms: int = 1000) -> Any:
 
 
 def serve_dashboard(
-    api_url: str, host: str, port: int, *, allow_origins: Sequence[str] = ()
+    api_url: str,
+    host: str,
+    port: int,
+    *,
+    allow_origins: Sequence[str] = (),
+    api_key: str | None = None,
 ) -> None:
     """Serve the dashboard at ``http://host:port/dashboard`` until SIGINT or SIGTERM."""
-    anyio.run(_serve, api_url, host, port, tuple(allow_origins), backend="asyncio")
+    anyio.run(_serve, api_url, host, port, tuple(allow_origins), api_key, backend="asyncio")
 
 
-async def _serve(api_url: str, host: str, port: int, allow_origins: tuple[str, ...]) -> None:
+async def _serve(
+    api_url: str, host: str, port: int, allow_origins: tuple[str, ...], api_key: str | None
+) -> None:
     # pn.serve(start=False) binds the Bokeh server to the running asyncio loop.
     server: Any = pn.serve(
-        {"dashboard": lambda: make_dashboard(api_url)},
+        {"dashboard": lambda: make_dashboard(api_url, api_key=api_key)},
         address=host,
         port=port,
         websocket_origin=[f"{host}:{port}", *allow_origins],

@@ -13,7 +13,9 @@ from quart_schema import document_querystring, document_request
 from quart_schema import document_response as documented
 
 from taskflow.jobs import Job, JobStatus
+from taskflow.keys import Scope
 from web.api import API_PREFIX, errors
+from web.auth import current_caller, requires
 from web.dlq_parsing import FILTERS, parse_dead_letter_query, parse_flag, parse_replay_body
 from web.parsing import decode_json, encode_cursor, is_json, job_id
 from web.responses import ApiError, json_response
@@ -35,6 +37,7 @@ dlq = Blueprint("dlq", __name__, url_prefix=API_PREFIX)
 
 
 @dlq.get("/dlq")
+@requires(Scope.READ)
 @document_querystring(DeadLetterListQuery)
 @documented(DeadLetterPage, 200)
 @errors(422, 503)
@@ -62,6 +65,7 @@ async def list_dead_letters() -> Response:
 
 
 @dlq.get("/dlq/<task_id>")
+@requires(Scope.READ)
 @documented(JobOut, 200)
 @errors(404, 422, 503)
 async def get_dead_letter(task_id: str) -> Response:
@@ -79,6 +83,7 @@ async def get_dead_letter(task_id: str) -> Response:
 
 
 @dlq.post("/jobs/action/<task_id>/retry")
+@requires(Scope.ADMIN)
 @document_request(ReplayRequestBody)
 @documented(ReplayOneResponse, 200)
 @errors(400, 404, 409, 415, 422, 503)
@@ -100,6 +105,7 @@ async def replay_dead_letter(task_id: str) -> Response:
 
 
 @dlq.post("/jobs/action/retry")
+@requires(Scope.ADMIN)
 @document_querystring(ReplayManyQuery)
 @documented(ReplayAllResponse, 200)
 @errors(400, 415, 422, 503)
@@ -126,6 +132,7 @@ async def replay_dead_letters() -> Response:
 
 
 @dlq.delete("/dlq")
+@requires(Scope.ADMIN)
 @document_querystring(PurgeQuery)
 @documented(PurgeResponse, 200)
 @errors(422, 503)
@@ -163,8 +170,8 @@ def _not_dead(job: Job, status: int) -> ApiError:
 
 
 def _who() -> str:
-    """Who asks, as the replay record keeps it (the API key's name, once there are keys)."""
-    return f"api {request.remote_addr or 'unknown'}"
+    """Who asks, as the replay record keeps it: ``key:NAME``, else ``api ADDRESS``."""
+    return current_caller().who
 
 
 async def _optional_body() -> object | None:

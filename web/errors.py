@@ -27,6 +27,8 @@ TASKFLOW_STATUS: Mapping[str, int] = {
     "job_not_found": 404,
     "idempotency_conflict": 409,
     "invalid_transition": 409,
+    "key_exists": 409,
+    "key_not_found": 404,
     "shutting_down": 503,
     "store_error": 503,
     "transport_error": 503,

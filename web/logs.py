@@ -23,7 +23,9 @@ from actors.runtime import Runtime
 from taskflow import joblog
 from taskflow.errors import JobNotFound
 from taskflow.joblog import LogRecord
+from taskflow.keys import Scope
 from web.api import API_PREFIX, errors
+from web.auth import requires
 from web.dlq_parsing import parse_flag
 from web.parsing import job_id, single_arg
 from web.responses import FieldErrors
@@ -58,6 +60,7 @@ class LogHeaders(msgspec.Struct):
 
 
 @logs.get("/logs/<task_id>")
+@requires(Scope.READ)
 @document_querystring(LogQuery)
 @documented(list[LogRecord], 200, LogHeaders)
 @errors(404, 422, 503)

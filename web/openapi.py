@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 from quart_schema import OpenAPIProvider
 
+from web.auth import KEY_DOC, SCHEME
 from web.schemas import DOCUMENTED
 
 REF_TEMPLATE = "#/components/schemas/{name}"
@@ -27,4 +28,8 @@ class ApiOpenAPIProvider(OpenAPIProvider):
                 description = operation.get("description")
                 if isinstance(description, str):
                     operation["description"] = description.strip()
+                needs = [s for item in operation.get("security", []) for s in item.get(SCHEME, [])]
+                operation["x-required-scope"] = needs[0] if needs else None
+        for scheme in document["components"].get("securitySchemes", {}).values():
+            scheme["description"] = KEY_DOC
         return document

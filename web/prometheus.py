@@ -9,6 +9,8 @@ from __future__ import annotations
 from quart import Blueprint, Quart, Response, request
 
 from actors.exposition import SnapshotCollector, registry_of
+from taskflow.keys import Scope
+from web.auth import requires
 from web.state import current_state
 
 prometheus = Blueprint("prometheus", __name__)
@@ -18,6 +20,7 @@ UNMATCHED = "unmatched"
 
 
 @prometheus.get("/metrics")
+@requires(Scope.READ)
 async def exposition() -> Response:
     """The Prometheus text exposition (format 0.0.4): job event counters by task, queue and
     event; histograms of queue wait, run time and end to end; gauges of jobs by status,

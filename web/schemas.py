@@ -7,6 +7,7 @@ and camelCase keys); the request structs here only document them.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -16,7 +17,9 @@ import msgspec
 from actors.metrics import MetricsSnapshot
 from taskflow import limits
 from taskflow.jobs import Attempt, Job, JobError, JobStatus
+from taskflow.keys import ApiKey
 from taskflow.ports import DeadMessage
+from taskflow.ports.cache import CacheStats
 
 Status = Literal["pending", "scheduled", "in_progress", "completed", "failed", "cancelled"]
 
@@ -343,6 +346,53 @@ class MetricsResponse(msgspec.Struct):
     """The seed's field: the mean run time of successful attempts."""
     dashboard_metrics: DashboardMetrics = msgspec.field(name="dashboardMetrics")
     system_health: SystemHealth = msgspec.field(name="systemHealth")
+    cache: dict[str, Any] = msgspec.field(default_factory=dict)
+    """This process's cache: ``backend`` (``redis`` or ``memory``), ``hits``, ``misses``,
+    ``puts``, ``invalidations``, ``bypassed`` (calls skipped while Redis was down)."""
+
+
+class KeyCreateRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """A new API key: its name and scopes (``read``, ``submit``, ``admin``; ``admin`` implies
+    the others). ``scopes`` may also be one comma-separated string."""
+
+    name: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    ]
+    scopes: list[Literal["read", "submit", "admin"]]
+
+
+class KeyOut(msgspec.Struct, rename="camel"):
+    """An API key as the store knows it: never the key itself."""
+
+    name: str
+    scopes: list[str]
+    created_at: datetime | None
+    revoked_at: datetime | None
+    active: bool
+
+
+class KeyCreated(msgspec.Struct, rename="camel"):
+    """The new key, shown this once: only its hash is kept."""
+
+    name: str
+    scopes: list[str]
+    created_at: datetime | None
+    key: str
+
+
+class KeyList(msgspec.Struct):
+    keys: list[KeyOut]
+
+
+class KeysQuery(msgspec.Struct):
+    revoked: bool = False
+    """Also list revoked keys (after the live ones)."""
+
+
+class CleanupResponse(msgspec.Struct):
+    """Terminal jobs deleted because their retention had passed (with their logs)."""
+
+    deleted: int
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=True):
@@ -382,6 +432,11 @@ DOCUMENTED: tuple[type[msgspec.Struct], ...] = (
     MetricsResponse,
     DashboardMetrics,
     SystemHealth,
+    KeyCreateRequest,
+    KeyOut,
+    KeyCreated,
+    KeyList,
+    CleanupResponse,
     ErrorBody,
     ErrorEnvelope,
 )
@@ -480,7 +535,17 @@ def dead_message_out(message: DeadMessage) -> DeadMessageOut:
     )
 
 
-def metrics_out(snapshot: MetricsSnapshot) -> dict[str, Any]:
+def key_out(key: ApiKey) -> KeyOut:
+    return KeyOut(
+        name=key.name,
+        scopes=sorted(s.value for s in key.scopes),
+        created_at=timestamp(key.created_at),
+        revoked_at=timestamp(key.revoked_at),
+        active=key.active,
+    )
+
+
+def metrics_out(snapshot: MetricsSnapshot, cache: CacheStats | None = None) -> dict[str, Any]:
     """The snapshot as ``MetricsResponse`` documents it, the seed's fields added."""
     counts = snapshot.jobs_by_status
     dashboard = DashboardMetrics(
@@ -498,4 +563,5 @@ def metrics_out(snapshot: MetricsSnapshot) -> dict[str, Any]:
     body["avgProcessingTimeSeconds"] = snapshot.run_time.mean
     body["dashboardMetrics"] = msgspec.to_builtins(dashboard)
     body["systemHealth"] = msgspec.to_builtins(health)
+    body["cache"] = dataclasses.asdict(cache) if cache is not None else {}
     return body

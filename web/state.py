@@ -12,6 +12,8 @@ from quart import Quart, current_app
 from actors.exposition import HttpStats
 from actors.runtime import Runtime
 from taskflow.config import Settings
+from web.admission import Admission
+from web.auth import Auth
 
 EXTENSION_KEY = "taskflow"
 
@@ -20,6 +22,9 @@ EXTENSION_KEY = "taskflow"
 class ApiState:
     runtime: Runtime
     settings: Settings
+    auth: Auth
+    admission: Admission | None = None
+    """``None``: no ``TASKFLOW_MAX_BACKLOG``."""
     http: HttpStats = field(default_factory=HttpStats)
     """Requests served by route, method and status (for ``GET /metrics``)."""
 

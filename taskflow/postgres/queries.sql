@@ -250,3 +250,23 @@ DELETE FROM taskflow_jobs
 WHERE id IN (SELECT id FROM taskflow_jobs WHERE /*include:dead_letter_filter*/
              LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
 RETURNING id::text
+
+-- name: create_key
+INSERT INTO taskflow_api_keys (name, key_hash, scopes) VALUES (%(name)s, %(hash)s, %(scopes)s)
+RETURNING name, scopes, extract(epoch FROM created_at) AS created_at, NULL::float8 AS revoked_at
+
+-- name: find_key
+SELECT name, scopes, extract(epoch FROM created_at) AS created_at,
+       extract(epoch FROM revoked_at) AS revoked_at
+FROM taskflow_api_keys WHERE key_hash = %(hash)s
+
+-- name: list_keys
+SELECT name, scopes, extract(epoch FROM created_at) AS created_at,
+       extract(epoch FROM revoked_at) AS revoked_at
+FROM taskflow_api_keys WHERE revoked_at IS NULL OR %(revoked)s
+ORDER BY revoked_at IS NOT NULL, name, created_at
+
+-- name: revoke_key
+UPDATE taskflow_api_keys SET revoked_at = %(now)s WHERE name = %(name)s AND revoked_at IS NULL
+RETURNING name, scopes, extract(epoch FROM created_at) AS created_at,
+          extract(epoch FROM revoked_at) AS revoked_at

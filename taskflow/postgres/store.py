@@ -235,6 +235,11 @@ class PostgresJobStore:
 
         return await self._run(body, transaction=False)  # one statement: atomic on its own
 
+    async def statement(self, name: str, params: Mapping[str, Any]) -> list[Row]:
+        """Run the named statement of ``queries.sql`` on its own (for the adapters that share
+        this store's pool: the key store)."""
+        return await self._rows(name, params)
+
     # ------------------------------------------------------------ writes
 
     async def insert(

@@ -86,9 +86,13 @@ def test_concurrent_migrations_apply_once(pg_server_url: str) -> None:
     try:
         with concurrent.futures.ThreadPoolExecutor(4) as pool:
             results = list(pool.map(lambda _: migrate(url), range(4)))
-        every = ["0001.jobs", "0002.history"]
-        assert sorted(len(r) for r in results) == [0, 0, 0, 2]  # one applied, three saw it done
+        every = ["0001.jobs", "0002.history", "0003.api_keys"]
+        assert sorted(len(r) for r in results) == [0, 0, 0, 3]  # one applied, three saw it done
         assert applied(url) == every
+        assert rollback(url) == ["0003.api_keys"]
+        with psycopg.connect(url) as conn:
+            keys = "SELECT to_regclass('taskflow_api_keys')"
+            assert conn.execute(keys).fetchone() == (None,)
         assert rollback(url) == ["0002.history"]
         with psycopg.connect(url) as conn:
             columns = (

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from taskflow.config import Secret, Settings, mask
+from taskflow.config import Secret, Settings, mask, parse_rate
 from taskflow.errors import ConfigError
 
 DB_URL = "postgresql://u:s3cret@h:5432/db"
@@ -70,6 +70,13 @@ EVERY_FIELD: list[tuple[str, str, Any]] = [
     ("max_body_bytes", "2048", 2048),
     ("max_log_bytes", "0", 0),
     ("metrics_port", "9100", 9100),
+    ("auth", "Required", "required"),
+    ("trusted_proxies", "10.0.0.1, 172.16.0.0/12", ("10.0.0.1", "172.16.0.0/12")),
+    ("rate_limit_submit", "10/minute", "10/minute"),
+    ("rate_limit_read", "", ""),
+    ("rate_limit_admin", " 5/10s ", "5/10s"),
+    ("max_backlog", "1000", 1000),
+    ("cache_ttl", "5s", 5.0),
     ("log_level", "debug", "debug"),
     ("log_json", "true", True),
 ]
@@ -274,3 +281,35 @@ def test_settings_are_frozen() -> None:
     settings = Settings()
     with pytest.raises(dataclasses.FrozenInstanceError):
         settings.port = 1  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("100/minute", (100, 60.0)),
+        ("20/second", (20, 1.0)),
+        ("5/10s", (5, 10.0)),
+        ("1000 per hour", (1000, 3600.0)),
+        ("3/2 days", (3, 172800.0)),
+        ("", None),
+    ],
+)
+def test_rates_parse(text: str, expected: tuple[int, float] | None) -> None:
+    assert parse_rate(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("TASKFLOW_RATE_LIMIT_SUBMIT", "100"),
+        ("TASKFLOW_RATE_LIMIT_READ", "0/minute"),
+        ("TASKFLOW_RATE_LIMIT_ADMIN", "ten/minute"),
+        ("TASKFLOW_RATE_LIMIT_ADMIN", "10/fortnight"),
+        ("TASKFLOW_AUTH", "maybe"),
+        ("TASKFLOW_TRUSTED_PROXIES", "10.0.0.300"),
+        ("TASKFLOW_MAX_BACKLOG", "0"),
+    ],
+)
+def test_bad_operator_settings_are_refused_by_name(variable: str, raw: str) -> None:
+    with pytest.raises(ConfigError, match=variable):
+        Settings.from_env({variable: raw})

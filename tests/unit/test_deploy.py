@@ -11,10 +11,10 @@ import pytest
 import yaml
 
 from taskflow.__main__ import parser
-from taskflow.config import Settings
+from taskflow.config import CLIENT, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
-SETTINGS = {f"TASKFLOW_{f.name.upper()}" for f in fields(Settings) if f.name != "extra"}
+SETTINGS = {f"TASKFLOW_{f.name.upper()}" for f in fields(Settings) if f.name != "extra"} | CLIENT
 
 
 def compose() -> dict[str, Any]:

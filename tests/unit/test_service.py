@@ -192,10 +192,11 @@ def test_the_cli_migrates_a_database(pg_url: str) -> None:
             timeout=60,
         ).stdout
 
-    assert taskflow("migrate", "--list").split() == ["0001.jobs", "0002.history"]
-    assert "0002.history" in taskflow("migrate", "--rollback", "1")
-    assert taskflow("migrate", "--list").split() == ["0001.jobs"]
-    assert taskflow("migrate").strip() == "applied: 0002.history"
+    every = ["0001.jobs", "0002.history", "0003.api_keys"]
+    assert taskflow("migrate", "--list").split() == every
+    assert "0003.api_keys" in taskflow("migrate", "--rollback", "1")
+    assert taskflow("migrate", "--list").split() == every[:2]
+    assert taskflow("migrate").strip() == "applied: 0003.api_keys"
 
 
 def clean_env() -> dict[str, str]:

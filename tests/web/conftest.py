@@ -85,7 +85,15 @@ def make_registry() -> TaskRegistry:
 
 @pytest.fixture
 def settings() -> Settings:
-    return Settings(queues=("default", "other"), max_batch=50, max_body_bytes=64 * 1024)
+    # No rate limits here: these tests send bursts; tests/web/test_rate_limits.py sets them.
+    return Settings(
+        queues=("default", "other"),
+        max_batch=50,
+        max_body_bytes=64 * 1024,
+        rate_limit_submit="",
+        rate_limit_read="",
+        rate_limit_admin="",
+    )
 
 
 @pytest.fixture(params=["memory", "postgres"])

@@ -109,7 +109,7 @@ async def test_openapi_matches_the_routes(app: Quart, client: Client) -> None:
     }
     routes = rules_under(app, "/api/v1") | rules_under(app, "/metrics")
     assert documented == routes
-    assert len(routes) == 14
+    assert len(routes) == 18
 
 
 async def test_openapi_references_resolve(client: Client) -> None:

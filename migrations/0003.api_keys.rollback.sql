@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS taskflow_api_keys;
