@@ -52,6 +52,7 @@ class RedisLink:
         self._warned_at = -WARN_EVERY
         self._on_recover: list[Callable[[], Awaitable[None]]] = []
         self._was_down = False
+        self._recovering = False
         self.failures = 0
 
     @property
@@ -63,19 +64,27 @@ class RedisLink:
         self._on_recover.append(hook)
 
     async def call(self, op: Callable[[Any], Awaitable[T]], *, what: str) -> T:
-        """``op(client)``; ``RedisUnavailable`` when the breaker is open or the call fails."""
+        """``op(client)``; ``RedisUnavailable`` when the breaker is open or the call fails.
+        The first call after an outage runs the ``on_recover`` hooks before ``op``."""
         if not self.available:
             raise RedisUnavailable(what)
+        if self._was_down and not self._recovering:
+            self._recovering = True
+            try:
+                for hook in self._on_recover:
+                    await hook()
+            finally:
+                self._recovering = False
+            if not self.available:  # a hook found it still down
+                raise RedisUnavailable(what)
         try:
             result = await op(self.client)
         except Exception as exc:  # redis.RedisError, OSError, TimeoutError: all mean "down"
             self._trip(exc, what)
             raise RedisUnavailable(what) from exc
-        if self._was_down:
+        if self._was_down and not self._recovering:
             self._was_down = False
             log.info("redis_recovered")
-            for hook in self._on_recover:
-                await hook()
         return result
 
     def _trip(self, exc: BaseException, what: str) -> None:

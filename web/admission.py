@@ -2,9 +2,11 @@
 get 429 ``backlog_full`` with a ``Retry-After`` from the current drain rate; reads, cancels
 and replays go on.
 
-The backlog is the store's count of ``pending`` jobs (read through the shared cache at most
-every ``refresh`` seconds), plus the jobs this process accepted since that count was read,
-so one process's own burst is counted at once and other processes' within about a second.
+The backlog is the store's count of ``pending`` jobs (counted up to the limit, so its cost
+stays bounded), plus the jobs this process accepted since that count was read. It is
+re-counted every second, and near the limit (within 10 %) before each decision that follows
+an acceptance or comes 10 ms after the last count: far from the limit a stale count changes
+nothing, near it each decision rests on a fresh one.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from dataclasses import dataclass, field
 
 import anyio
 
-from taskflow.counting import CachedCounts
 from taskflow.jobs import JobStatus
+from taskflow.ports import JobQueries
 from web.responses import ApiError
 
 NO_DRAIN_RETRY = 30
@@ -29,10 +31,11 @@ MAX_RETRY = 600
 @dataclass(kw_only=True)
 class Admission:
     max_backlog: int
-    counts: CachedCounts
+    queries: JobQueries
     drain_rate: Callable[[], float]
     """Jobs finished per second, cluster-wide (the metrics' last minute)."""
-    refresh: float = 0.5
+    refresh: float = 1.0
+    near_refresh: float = 0.01
     clock: Callable[[], float] = time.time
     _pending: int = field(default=0, init=False)
     _read_at: float = field(default=0.0, init=False)
@@ -41,16 +44,30 @@ class Admission:
     _lock: anyio.Lock = field(default_factory=anyio.Lock, init=False)
 
     async def backlog(self) -> int:
-        if time.monotonic() - self._fetched >= self.refresh:
-            async with self._lock:
-                if time.monotonic() - self._fetched >= self.refresh:
-                    counts = await self.counts.counts()
-                    self._pending = counts.get(JobStatus.PENDING, 0)
-                    self._read_at = self.counts.read_at
-                    self._fetched = time.monotonic()
-                    while self._accepted and self._accepted[0][0] < self._read_at - 60.0:
-                        self._accepted.popleft()
+        """The pending jobs: re-counted every ``refresh`` seconds; near the limit (90 %),
+        whenever this process accepted jobs since the last count or ``near_refresh`` passed,
+        so a refusal rests on a fresh count."""
+        age = time.monotonic() - self._fetched
+        guessed = bool(self._accepted) and self._accepted[-1][0] >= self._read_at
+        if age >= self.refresh or (
+            self._estimate() >= 0.9 * self.max_backlog and (guessed or age >= self.near_refresh)
+        ):
+            await self._recount()
+        return self._estimate()
+
+    def _estimate(self) -> int:
         return self._pending + sum(n for at, n in self._accepted if at >= self._read_at)
+
+    async def _recount(self) -> None:
+        async with self._lock:
+            read_at = self.clock()
+            self._pending = await self.queries.count_status(
+                JobStatus.PENDING, limit=self.max_backlog + 1
+            )
+            self._read_at = read_at
+            self._fetched = time.monotonic()
+            while self._accepted and self._accepted[0][0] < read_at - 60.0:
+                self._accepted.popleft()
 
     async def admit(self) -> None:
         """Raise 429 ``backlog_full`` when the backlog has reached the limit."""

@@ -12,7 +12,6 @@ from quart_schema import Info, QuartSchema
 
 from actors.runtime import Runtime
 from taskflow.config import Settings
-from taskflow.counting import CachedCounts
 from taskflow.redislink import MemoryRateStore, RedisLink, RedisRateStore
 from taskflow.version import __version__
 from web.admission import Admission
@@ -102,7 +101,6 @@ def _rate_store(redis: object | None) -> RateStore:
 def _admission(runtime: Runtime, settings: Settings) -> Admission | None:
     if settings.max_backlog is None:
         return None
-    res = runtime.resources
 
     def drain_rate() -> float:
         snapshot = runtime.metrics()
@@ -110,6 +108,6 @@ def _admission(runtime: Runtime, settings: Settings) -> Admission | None:
 
     return Admission(
         max_backlog=settings.max_backlog,
-        counts=CachedCounts(queries=res.queries, cache=res.cache),
+        queries=runtime.resources.queries,
         drain_rate=drain_rate,
     )

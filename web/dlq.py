@@ -16,7 +16,13 @@ from taskflow.jobs import Job, JobStatus
 from taskflow.keys import Scope
 from web.api import API_PREFIX, errors
 from web.auth import current_caller, requires
-from web.dlq_parsing import FILTERS, parse_dead_letter_query, parse_flag, parse_replay_body
+from web.dlq_parsing import (
+    FILTERS,
+    parse_dead_letter_query,
+    parse_flag,
+    parse_limit,
+    parse_replay_body,
+)
 from web.parsing import decode_json, encode_cursor, is_json, job_id
 from web.responses import ApiError, json_response
 from web.schemas import (
@@ -111,10 +117,12 @@ async def replay_dead_letter(task_id: str) -> Response:
 @errors(400, 415, 422, 503)
 async def replay_dead_letters() -> Response:
     """Replay every dead letter, or those matching the listing's filters, in bounded
-    batches; answers with the count (0 when none). ``dry_run=true`` counts only. An
+    batches; answers with the count (0 when none). ``dry_run=true`` counts only;
+    ``limit=N`` replays at most N (call again for the next ones: a progress bar). An
     optional JSON body ``{"reason": "..."}`` is recorded on each replayed job."""
     query = parse_dead_letter_query(request.args, paged=False)
     dry_run = parse_flag(request.args, "dry_run")
+    limit = parse_limit(request.args)
     replay = parse_replay_body(await _optional_body(), by=_who())
     if replay.payload is not None:
         raise ApiError(
@@ -127,7 +135,7 @@ async def replay_dead_letters() -> Response:
     if dry_run:
         matched = await runtime.count_dead_letters(query)
         return json_response(ReplayAllResponse(replayed=0, matched=matched, dry_run=True))
-    replayed = await runtime.replay_all(query, replay)
+    replayed = await runtime.replay_all(query, replay, limit=limit)
     return json_response(ReplayAllResponse(replayed=replayed, matched=replayed, dry_run=False))
 
 

@@ -146,3 +146,22 @@ def _text(args: MultiDict[str, str], errors: FieldErrors) -> str | None:
         errors.add("q", problem)
         return None
     return text
+
+
+MAX_REPLAY_LIMIT = 100_000
+
+
+def parse_limit(args: MultiDict[str, str]) -> int | None:
+    """``limit`` of a bulk replay: at most this many in this call (1..100000; absent: all)."""
+    errors = FieldErrors()
+    raw = single_arg(args, "limit", errors)
+    value: int | None = None
+    if raw is not None:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            value = 0
+        if not 1 <= value <= MAX_REPLAY_LIMIT:
+            errors.add("limit", f"must be an integer from 1 to {MAX_REPLAY_LIMIT}")
+    errors.raise_if_any("The query string is invalid.")
+    return value

@@ -264,9 +264,11 @@ class DeadLetterListQuery(DeadLetterQueryDoc):
 
 
 class ReplayManyQuery(DeadLetterQueryDoc):
-    """The filters; ``dry_run=true`` answers with the count only."""
+    """The filters; ``dry_run=true`` answers with the count only; ``limit`` replays at most
+    that many in this call."""
 
     dry_run: bool = False
+    limit: int | None = None
 
 
 class PurgeQuery(DeadLetterQueryDoc):

@@ -425,6 +425,10 @@ class MemoryJobStore:
     async def counts(self) -> Mapping[JobStatus, int]:
         return self.counts_nowait()
 
+    async def count_status(self, status: JobStatus, *, limit: int) -> int:
+        await anyio.lowlevel.checkpoint()
+        return min(self._counts[status], max(limit, 0))
+
     async def check(self) -> None:
         await anyio.lowlevel.checkpoint()
 

@@ -247,6 +247,11 @@ class JobQueries(Protocol):
 
     async def counts(self) -> Mapping[JobStatus, int]: ...
 
+    async def count_status(self, status: JobStatus, *, limit: int) -> int:
+        """Jobs with ``status``, counted up to ``limit`` (admission control's backlog: the
+        cost stays bounded however long the queue)."""
+        ...
+
     async def check(self) -> None:
         """Raise ``StoreError`` if the store cannot answer (readiness probe)."""
         ...

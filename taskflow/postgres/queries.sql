@@ -197,6 +197,9 @@ SELECT * FROM taskflow_jobs WHERE id = %(id)s
 -- name: counts
 SELECT status, count(*) AS n FROM taskflow_jobs GROUP BY status
 
+-- name: count_status
+SELECT count(*) AS n FROM (SELECT 1 FROM taskflow_jobs WHERE status = %(status)s LIMIT %(limit)s) s
+
 -- name: next_run_at
 SELECT min(run_at) AS run_at FROM taskflow_jobs WHERE status = 'scheduled'
 

@@ -504,6 +504,10 @@ class PostgresJobStore:
             counts[JobStatus(row["status"])] = row["n"]
         return counts
 
+    async def count_status(self, status: JobStatus, *, limit: int) -> int:
+        rows = await self._rows("count_status", {"status": status.value, "limit": max(limit, 0)})
+        return int(rows[0]["n"])
+
     async def next_run_at(self) -> float | None:
         rows = await self._rows("next_run_at", {})
         return _epoch(rows[0]["run_at"]) if rows else None

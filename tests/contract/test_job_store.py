@@ -791,6 +791,15 @@ async def test_counts_cover_every_status(store: Store) -> None:
     }
 
 
+async def test_count_status_is_bounded_by_its_limit(store: Store) -> None:
+    await add(store, *(make_job() for _ in range(7)), scheduled(T + 60))
+    assert await store.count_status(JobStatus.PENDING, limit=100) == 7
+    assert await store.count_status(JobStatus.PENDING, limit=3) == 3
+    assert await store.count_status(JobStatus.SCHEDULED, limit=100) == 1
+    assert await store.count_status(JobStatus.FAILED, limit=100) == 0
+    assert await store.count_status(JobStatus.PENDING, limit=0) == 0
+
+
 async def test_next_run_at_is_the_earliest_scheduled_run(store: Store) -> None:
     assert await store.next_run_at() is None
     await add(store, make_job(run_at=T - 100))  # pending: not scheduled
