@@ -4,9 +4,10 @@ and replays go on.
 
 The backlog is the store's count of ``pending`` jobs (counted up to the limit, so its cost
 stays bounded), plus the jobs this process accepted since that count was read. It is
-re-counted every second, and near the limit (within 10 %) before each decision that follows
-an acceptance or comes 10 ms after the last count: far from the limit a stale count changes
-nothing, near it each decision rests on a fresh one.
+re-counted every second, and past half the limit before each decision that follows an
+acceptance or comes 10 ms after the last count: far from the limit a stale count changes
+nothing, near it each decision rests on a fresh one (what other API processes accepted in the
+last 10 ms is the only thing it may miss).
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from taskflow.jobs import JobStatus
 from taskflow.ports import JobQueries
 from web.responses import ApiError
 
+NEAR = 0.5
+"""From this fraction of the limit on, each decision rests on a count at most
+``near_refresh`` old (or fresher, after this process accepted jobs)."""
 NO_DRAIN_RETRY = 30
 """Retry-After while nothing drains (no worker finished a job in the last minute)."""
 MAX_RETRY = 600
@@ -44,13 +48,13 @@ class Admission:
     _lock: anyio.Lock = field(default_factory=anyio.Lock, init=False)
 
     async def backlog(self) -> int:
-        """The pending jobs: re-counted every ``refresh`` seconds; near the limit (90 %),
+        """The pending jobs: re-counted every ``refresh`` seconds; past half the limit,
         whenever this process accepted jobs since the last count or ``near_refresh`` passed,
         so a refusal rests on a fresh count."""
         age = time.monotonic() - self._fetched
         guessed = bool(self._accepted) and self._accepted[-1][0] >= self._read_at
         if age >= self.refresh or (
-            self._estimate() >= 0.9 * self.max_backlog and (guessed or age >= self.near_refresh)
+            self._estimate() >= NEAR * self.max_backlog and (guessed or age >= self.near_refresh)
         ):
             await self._recount()
         return self._estimate()

@@ -1,4 +1,5 @@
-"""Rate limits per route group (``read``, ``submit``, ``admin``: the scope a route needs),
+"""Rate limits per route group (``read``, ``submit``, ``admin``: the scope a route needs;
+health has the read limit in buckets of its own),
 keyed by API key, else by client address: quart-rate-limiter's ``RateLimiter`` with an
 atomic store.
 
@@ -62,10 +63,13 @@ class GroupRateLimiter(RateLimiter):
         self, view_func: Callable[..., Any], blueprint: Blueprint | None
     ) -> list[RateLimit]:
         scope = scope_of(view_func, request.method)
-        group = Scope.READ if scope == OPEN else scope
-        assert isinstance(group, Scope)
-        limit = self.limits.get(group)
-        g.taskflow_rate_group = group.value
+        if scope == OPEN:  # health: the read limit, in buckets of its own (probes are not
+            g.taskflow_rate_group = "health"  # clients and must not eat their budget)
+            limit = self.limits.get(Scope.READ)
+        else:
+            assert isinstance(scope, Scope)
+            g.taskflow_rate_group = scope.value
+            limit = self.limits.get(scope)
         return [limit] if limit is not None else []
 
     async def _raise_on_rejection(self, endpoint: str, rate_limits: list[RateLimit]) -> None:
