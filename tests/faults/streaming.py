@@ -198,11 +198,12 @@ def run_through(
     before: float = 3.0,
     after: float = 4.0,
     workers: int = 2,
+    env: dict[str, str] | None = None,
 ) -> Report:
     """Stream submissions; `before` s in, run `fault` (it returns the moment the dependency
     was given back); stream `after` s more; wait for every accepted job. Recovery is from
     the dependency's return to the first completion after it."""
-    env = base_env(pg_url, vhost)
+    env = base_env(pg_url, vhost, **(env or {}))
     api = service(tmp_path, "api", env, "api")
     pool = [service(tmp_path, f"w{i}", env, "worker") for i in range(workers)]
     submitter = Submitter(api)
