@@ -101,3 +101,7 @@ def test_env_example_values_parse() -> None:
     }
     settings = Settings.from_env(values)
     assert settings == Settings()  # the example shows the defaults
+
+
+def test_compose_serves_the_api_with_keys() -> None:
+    assert taskflow_services()["api"]["environment"]["TASKFLOW_AUTH"] == "required"

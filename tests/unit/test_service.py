@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -12,10 +13,12 @@ import pytest
 
 from taskflow import JobStatus
 from taskflow.__main__ import main as cli
+from taskflow.config import Settings
 from taskflow.demo import demo_registry
 from taskflow.errors import ConfigError, DuplicateTask
-from taskflow.main import load_registry
+from taskflow.main import check_exposure, load_registry
 from taskflow.testing import embedded
+from tests.e2e.service import free_port
 
 
 def write_module(path: Path, name: str, body: str) -> None:
@@ -245,3 +248,52 @@ def test_port_zero_serves_on_a_free_port_and_logs_it(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.communicate(timeout=60)  # drains and closes the pipe
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("127.0.0.1", True),
+        ("::1", True),
+        ("localhost", True),
+        ("127.0.0.2", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("", False),
+        ("10.1.2.3", False),
+        ("no-such-host.invalid", False),
+    ],
+)
+def test_auth_off_serves_loopback_only(host: str, allowed: bool) -> None:
+    settings = Settings(host=host, auth="off")
+    if allowed:
+        check_exposure(settings)
+    else:
+        with pytest.raises(ConfigError, match="TASKFLOW_AUTH=required"):
+            check_exposure(settings)
+    check_exposure(Settings(host=host, auth="required"))  # with keys, any address
+
+
+@pytest.mark.parametrize("command", ["up", "api"])
+def test_a_wildcard_bind_without_keys_is_refused_before_anything_starts(
+    tmp_path: Path, command: str
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "TASKFLOW_HOME": str(tmp_path),
+        "TASKFLOW_AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/",
+        "TASKFLOW_AUTH": "off",
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "taskflow", command, "--host", "0.0.0.0", "--port", str(port)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "refusing to serve on 0.0.0.0" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "pgdata").exists()  # nothing started
+    with socket.socket() as probe:
+        probe.bind(("0.0.0.0", port))  # the port was never taken

@@ -47,7 +47,7 @@ async def test_submissions_past_the_backlog_get_429(client: Client, runtime: Run
     body = await assert_error(response, 429, "backlog_full")
     assert body["error"]["details"]["backlog"] == 5
     assert body["error"]["details"]["max_backlog"] == 5
-    assert 1 <= int(response.headers["Retry-After"]) <= 600
+    assert response.headers["Retry-After"] == "30"  # nothing has drained in the last minute
     # reads and cancels still work
     assert (await client.get(f"/api/v1/jobs/{accepted[0]}")).status_code == 200
     assert (await client.post(f"/api/v1/jobs/{accepted[0]}/cancel")).status_code == 200

@@ -66,6 +66,7 @@ async def test_health_and_the_api_description_stay_open(client: Client) -> None:
     assert (await client.get("/api/v1/health")).status_code == 200
     assert (await client.get("/openapi.json")).status_code == 200
     assert (await client.get("/docs")).status_code == 200
+    assert (await client.get("/redoc")).status_code == 200
 
 
 async def test_each_scope_opens_its_routes_only(client: Client, runtime: Runtime) -> None:

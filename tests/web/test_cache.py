@@ -101,3 +101,12 @@ async def test_no_cache_with_a_zero_ttl(runtime: Runtime, settings: Settings) ->
     job_id = await finished(client, runtime, "echo")
     assert await read(client, job_id) == ("completed", "miss")
     assert await read(client, job_id) == ("completed", "miss")
+
+
+async def test_a_just_finished_job_is_not_cached_yet(
+    client: Client, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("web.api.SETTLED_SECONDS", 5.0)  # its last log lines may still come
+    job_id = await finished(client, runtime, "echo")
+    assert await read(client, job_id) == ("completed", "miss")
+    assert await read(client, job_id) == ("completed", "miss")

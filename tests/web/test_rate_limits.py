@@ -55,6 +55,14 @@ async def test_the_limit_answers_429_with_the_envelope_and_headers(
     ).status_code == 202
 
 
+async def test_a_batch_counts_once(runtime: Runtime, settings: Settings) -> None:
+    client = create_app(runtime, limited(settings, submit="2/minute")).test_client()
+    body = {"task_type": "echo", "data": [{"payload": {"i": i}} for i in range(10)]}
+    assert (await client.post("/api/v1/jobs", json=body)).status_code == 202
+    assert (await client.post("/api/v1/jobs", json=body)).status_code == 202
+    await assert_error(await client.post("/api/v1/jobs", json=body), 429, "rate_limited")
+
+
 async def test_each_group_has_its_own_limit(runtime: Runtime, settings: Settings) -> None:
     client = create_app(
         runtime, limited(settings, read="2/minute", submit="1/minute")
