@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 
 from actors.histogram import BUCKETS, LatencySummary
 from actors.metrics import MetricsSnapshot
+from taskflow.ports.cache import CacheStats
 
 LATENCIES = (
     ("queue_wait", "taskflow_queue_wait_seconds", "From submission (or due time) to the start."),
@@ -50,9 +51,15 @@ def histogram(name: str, documentation: str, summary: LatencySummary) -> Histogr
 class SnapshotCollector(Collector):
     """The metrics actor's snapshot (cluster-wide in distributed mode) and the HTTP layer."""
 
-    def __init__(self, snapshot: Callable[[], MetricsSnapshot], http: HttpStats | None) -> None:
+    def __init__(
+        self,
+        snapshot: Callable[[], MetricsSnapshot],
+        http: HttpStats | None,
+        cache: Callable[[], CacheStats] | None = None,
+    ) -> None:
         self.snapshot = snapshot
         self.http = http
+        self.cache = cache
 
     def collect(self) -> Iterator[Metric]:
         s = self.snapshot()
@@ -113,6 +120,23 @@ class SnapshotCollector(Collector):
             for (route, method, status), n in sorted(self.http.requests.items()):
                 http.add_metric([route, method, str(status)], n)
             yield http
+        if self.cache is not None:
+            stats = self.cache()
+            cache = CounterMetricFamily(
+                "taskflow_cache",
+                "Read-cache operations of this process by result (hit, miss, put, "
+                "invalidation, bypassed: skipped while Redis was unavailable).",
+                labels=["backend", "result"],
+            )
+            for result, n in (
+                ("hit", stats.hits),
+                ("miss", stats.misses),
+                ("put", stats.puts),
+                ("invalidation", stats.invalidations),
+                ("bypassed", stats.bypassed),
+            ):
+                cache.add_metric([stats.backend, result], n)
+            yield cache
 
 
 class WorkerCollector(Collector):

@@ -25,11 +25,14 @@ async def exposition() -> Response:
     """The Prometheus text exposition (format 0.0.4): job event counters by task, queue and
     event; histograms of queue wait, run time and end to end; gauges of jobs by status,
     queue depth, in flight and workers online; actor restarts; HTTP requests by route and
-    status. Cluster-wide in distributed mode."""
+    status; this process's read cache by result. Cluster-wide in distributed mode."""
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
     state = current_state()
-    registry = registry_of(SnapshotCollector(state.runtime.metrics, state.http))
+    collector = SnapshotCollector(
+        state.runtime.metrics, state.http, state.runtime.resources.cache.statistics
+    )
+    registry = registry_of(collector)
     return Response(generate_latest(registry), status=200, content_type=CONTENT_TYPE_LATEST)
 
 
