@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from taskflow.log import get_logger
-from taskflow.ports.cache import TOMBSTONE_SECONDS, CacheStats
+from taskflow.ports.cache import TOMBSTONE_SECONDS, CacheCounters, CacheStats
 
 log = get_logger("taskflow.redis")
 T = TypeVar("T")
@@ -150,7 +150,7 @@ class RedisCache:
         self._put = link.client.register_script(_PUT)
         self._invalidate = link.client.register_script(_INVALIDATE)
         self._owed: set[str] = set()
-        self._hits = self._misses = self._puts = self._invalidations = self._bypassed = 0
+        self._n = CacheCounters()
         link.on_recover(self._settle_owed)
 
     def _k(self, key: str) -> str:
@@ -160,12 +160,12 @@ class RedisCache:
         try:
             value = await self.link.call(lambda c: c.get(self._k(key)), what="cache get")
         except RedisUnavailable:
-            self._bypassed += 1
+            self._n.bypassed += 1
             return None
         if value is None:
-            self._misses += 1
+            self._n.misses += 1
             return None
-        self._hits += 1
+        self._n.hits += 1
         return bytes(value)
 
     async def put(self, key: str, value: bytes, ttl: float) -> None:
@@ -178,14 +178,14 @@ class RedisCache:
                 what="cache put",
             )
         except RedisUnavailable:
-            self._bypassed += 1
+            self._n.bypassed += 1
             return
-        self._puts += int(stored)
+        self._n.puts += int(stored)
 
     async def invalidate(self, keys: Sequence[str]) -> None:
         if not keys:
             return
-        self._invalidations += len(keys)
+        self._n.invalidations += len(keys)
         if not await self._send(list(keys)):
             self._owed.update(keys)
 
@@ -197,7 +197,7 @@ class RedisCache:
                 what="cache invalidate",
             )
         except RedisUnavailable:
-            self._bypassed += 1
+            self._n.bypassed += 1
             return False
         return True
 
@@ -207,14 +207,7 @@ class RedisCache:
             self._owed.update(owed)
 
     def statistics(self) -> CacheStats:
-        return CacheStats(
-            backend=self.backend,
-            hits=self._hits,
-            misses=self._misses,
-            puts=self._puts,
-            invalidations=self._invalidations,
-            bypassed=self._bypassed,
-        )
+        return self._n.stats(self.backend)
 
 
 # ---------------------------------------------------------------- rate limits

@@ -6,7 +6,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
-from taskflow.ports.cache import TOMBSTONE_SECONDS, CacheStats
+from taskflow.ports.cache import TOMBSTONE_SECONDS, CacheCounters, CacheStats
 
 
 class MemoryCache:
@@ -17,16 +17,16 @@ class MemoryCache:
         self._clock = clock
         self._items: OrderedDict[str, tuple[float, bytes]] = OrderedDict()
         self._tombstones: dict[str, float] = {}
-        self._hits = self._misses = self._puts = self._invalidations = 0
+        self._n = CacheCounters()
 
     async def get(self, key: str) -> bytes | None:
         found = self._items.get(key)
         if found is None or found[0] <= self._clock():
             self._items.pop(key, None)
-            self._misses += 1
+            self._n.misses += 1
             return None
         self._items.move_to_end(key)
-        self._hits += 1
+        self._n.hits += 1
         return found[1]
 
     async def put(self, key: str, value: bytes, ttl: float) -> None:
@@ -35,7 +35,7 @@ class MemoryCache:
             return
         self._items[key] = (now + ttl, value)
         self._items.move_to_end(key)
-        self._puts += 1
+        self._n.puts += 1
         while len(self._items) > self.max_items:
             self._items.popitem(last=False)
 
@@ -46,14 +46,7 @@ class MemoryCache:
         for key in keys:
             self._items.pop(key, None)
             self._tombstones[key] = now + TOMBSTONE_SECONDS
-        self._invalidations += len(keys)
+        self._n.invalidations += len(keys)
 
     def statistics(self) -> CacheStats:
-        return CacheStats(
-            backend=self.backend,
-            hits=self._hits,
-            misses=self._misses,
-            puts=self._puts,
-            invalidations=self._invalidations,
-            bypassed=0,
-        )
+        return self._n.stats(self.backend)

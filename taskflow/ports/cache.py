@@ -20,6 +20,22 @@ class CacheStats:
     """Reads and writes skipped because the backend was unavailable (served from the store)."""
 
 
+@dataclass(slots=True)
+class CacheCounters:
+    """What an adapter counts, frozen into ``CacheStats`` by ``stats``."""
+
+    hits: int = 0
+    misses: int = 0
+    puts: int = 0
+    invalidations: int = 0
+    bypassed: int = 0
+
+    def stats(self, backend: str) -> CacheStats:
+        return CacheStats(
+            backend, self.hits, self.misses, self.puts, self.invalidations, self.bypassed
+        )
+
+
 class Cache(Protocol):
     backend: str
 
