@@ -130,7 +130,12 @@ class DlqKeeper:
         if jobs:
             await publish_jobs(self.transport, self.store, jobs)
             await self.events.publish(
-                [JobReplayed(job_id=j.id, replay_count=j.replay_count, at=now) for j in jobs]
+                [
+                    JobReplayed(
+                        job_id=j.id, replay_count=j.replay_count, at=now, task=j.task, queue=j.queue
+                    )
+                    for j in jobs
+                ]
             )
         self._counts.replayed += len(jobs)
         if self.notes is not None:

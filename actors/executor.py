@@ -183,6 +183,7 @@ class ExecutorPool:
                     attempt=job.attempts,
                     at=started,
                     queued_at=queued_at,
+                    queue=job.queue,
                 )
             ]
         )

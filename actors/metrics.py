@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import enum
-from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
 from typing import Any, Protocol
 
@@ -33,6 +33,13 @@ from taskflow.ports.store import JobQueries
 from taskflow.streams import receive_batch
 
 _logger = get_logger(__name__)
+
+OFFLINE_AFTER = 1.5
+"""A worker is offline once it has been silent this many heartbeat intervals: a dashboard
+that updates every second shows it gone within two intervals of its last heartbeat."""
+HISTORY_POINTS = 600
+"""Samples kept by ``history()``: 10 minutes at one refresh a second."""
+RECENT_FAILURES = 50
 
 UNKNOWN_TASK = "unknown"
 UNKNOWN_QUEUE = "unknown"
@@ -111,6 +118,11 @@ class MetricsSnapshot:
     queue_depth: Mapping[str, int] = field(default_factory=dict)
     """Messages ready in each queue (from the broker in distributed mode), as of the last
     refresh."""
+    actors_running: tuple[str, ...] = ()
+    """The supervisor's children that are running now (the others are restarting or
+    stopped)."""
+    recent_failures: tuple[FailureView, ...] = ()
+    """The last failed attempts seen on the bus, newest first."""
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dicts, lists, strings and numbers: ready for ``json.dumps``."""
@@ -136,6 +148,36 @@ def _as_dict(value: Any) -> dict[str, Any]:
     if not isinstance(plain, dict):
         raise TypeError(f"expected a dataclass or a mapping, got {type(value).__name__}")
     return plain
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FailureView:
+    """One failed attempt, as the dashboard's table of recent failures shows it."""
+
+    job_id: str
+    task: str
+    attempt: int
+    at: float
+    code: str
+    message: str
+    will_retry: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HistoryPoint:
+    """One sample of ``history()``, taken at each refresh."""
+
+    at: float
+    throughput: float
+    """Jobs succeeded per second over the last full second."""
+    failures: float
+    p50: float
+    p95: float
+    p99: float
+    """End-to-end latency percentiles (seconds) of the recent jobs."""
+    queue_depth: Mapping[str, int]
+    dead_letters: int
+    workers_online: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -189,6 +231,8 @@ class MetricsCollector:
     statistics_sources: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
     executor: Callable[[], ExecutorLoad] | None = None
     restarts: Callable[[], Mapping[str, int]] | None = None
+    running: Callable[[], Sequence[str]] | None = None
+    """The supervisor's running children (for ``actors_running``)."""
     refresh_interval: float = 1.0
     query_timeout: float = 5.0
     monotonic: Callable[[], float] = anyio.current_time
@@ -213,6 +257,12 @@ class MetricsCollector:
     _end_to_end: LatencyHistogram = field(default_factory=LatencyHistogram, init=False)
     _succeeded: RateWindow = field(default_factory=RateWindow, init=False)
     _failed: RateWindow = field(default_factory=RateWindow, init=False)
+    _history: deque[HistoryPoint] = field(
+        default_factory=lambda: deque(maxlen=HISTORY_POINTS), init=False
+    )
+    _failures: deque[FailureView] = field(
+        default_factory=lambda: deque(maxlen=RECENT_FAILURES), init=False
+    )
     _events_seen: int = field(default=0, init=False)
     _refresh_failures: int = field(default=0, init=False)
     _inbox: ObjectReceiveStream[Event] | None = field(default=None, init=False)
@@ -225,6 +275,7 @@ class MetricsCollector:
         async with self.events.subscribe(buffer=4096) as inbox:
             self._inbox = inbox
             await self.refresh()
+            self.sample()
             task_status.started()
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._refresh_periodically)
@@ -261,6 +312,29 @@ class MetricsCollector:
             except Exception as exc:  # metrics must not take the tree down with the database
                 self._refresh_failures += 1
                 _logger.warning("metrics_refresh_failed", actor="metrics", error=repr(exc))
+            self.sample()
+
+    def sample(self) -> HistoryPoint:
+        """Add a point to ``history()`` from the current snapshot (each refresh does)."""
+        snap = self.snapshot()
+        point = HistoryPoint(
+            at=snap.at,
+            throughput=snap.throughput_1s,
+            failures=snap.failures_1s,
+            p50=snap.end_to_end.p50,
+            p95=snap.end_to_end.p95,
+            p99=snap.end_to_end.p99,
+            queue_depth=dict(snap.queue_depth),
+            dead_letters=snap.jobs_by_status.get(JobStatus.FAILED.value, 0),
+            workers_online=snap.workers_online,
+        )
+        self._history.append(point)
+        return point
+
+    def history(self) -> list[HistoryPoint]:
+        """The samples of the last ``HISTORY_POINTS`` refreshes (10 minutes at 1 s), oldest
+        first: what a dashboard that opens now draws before the live points."""
+        return list(self._history)
 
     def _count(self, event: Event) -> None:
         self._events_seen += 1
@@ -282,6 +356,17 @@ class MetricsCollector:
             case JobFailed(job_id=job_id, task=task):
                 self._learn(job_id, task, None, "failed_attempt").failed_attempts += 1
                 self._failed.add(self.monotonic())
+                self._failures.appendleft(
+                    FailureView(
+                        job_id=job_id,
+                        task=task,
+                        attempt=event.attempt,
+                        at=event.at,
+                        code=event.error.code,
+                        message=event.error.message[:500],
+                        will_retry=event.will_retry,
+                    )
+                )
             case JobScheduled(job_id=job_id):
                 self._known(job_id, "retried").retried += 1
             case JobDeadLettered(job_id=job_id, task=task):
@@ -364,6 +449,8 @@ class MetricsCollector:
             workers_online=sum(w.online for w in workers.values()),
             outcomes=self._outcome_tree(),
             queue_depth=dict(self._depths),
+            actors_running=tuple(self.running()) if self.running is not None else (),
+            recent_failures=tuple(self._failures),
         )
 
     def _outcome_tree(self) -> dict[str, dict[str, dict[str, int]]]:
@@ -384,7 +471,7 @@ class MetricsCollector:
     def _worker_views(self, mono: float) -> dict[str, WorkerView]:
         return {
             worker_id: WorkerView(
-                online=mono - seen <= 3 * beat.interval,
+                online=mono - seen <= OFFLINE_AFTER * beat.interval,
                 last_seen=beat.at,
                 queues=beat.queues,
                 capacity=beat.capacity,

@@ -98,6 +98,10 @@ class Runtime:
         )
         return await self.tree.ingest.submit(command)
 
+    def task_names(self) -> list[str]:
+        """The registered task names, sorted (what this process can submit)."""
+        return sorted(self.tree.ingest.registry.names())
+
     async def get(self, job_id: str) -> Job:
         """Raises ``JobNotFound``."""
         return await self.resources.queries.get(job_id)

@@ -32,6 +32,7 @@ from actors.dispatcher import Dispatcher
 from actors.dlq import DlqKeeper
 from actors.executor import ExecutorPool
 from actors.heartbeat import Heartbeat
+from actors.hub import EventHub
 from actors.inflight import InFlight
 from actors.ingest import Ingest
 from actors.logship import LogShipper
@@ -95,6 +96,8 @@ class TreeConfig:
     """Where job log lines wait while the log store fails (``None``: they are lost)."""
     log_flush_interval: float = 2.0
     """How often the lines of running attempts are shipped (a tail from another process)."""
+    stream_buffer: int = limits.STREAM_BUFFER
+    """Events each live stream may fall behind by before it drops some (and is told)."""
     crash_after_commit: bool = False
     """Fault injection for the fault suite only (see ``Ingest.crash_after_commit``)."""
 
@@ -125,6 +128,7 @@ class TreeConfig:
             crash_after_commit=crash_after_commit,
             max_log_bytes=settings.max_log_bytes,
             log_spool=settings.home / "log-spool",
+            stream_buffer=settings.stream_buffer,
         )
 
 
@@ -134,6 +138,8 @@ class Tree:
 
     ingest: Ingest
     waiters: Waiters
+    hub: EventHub
+    """The process's job events for live streams (SSE, WebSocket, pages)."""
     dispatcher: Dispatcher
     pool: ExecutorPool
     retrier: Retrier
@@ -275,6 +281,7 @@ async def open_tree(
             transport=res.transport,
             clock=res.clock,
         )
+        hub = EventHub(events=res.events, buffer=cfg.stream_buffer)
         counts = CachedCounts(queries=res.queries, cache=res.cache, ttl=cfg.metrics_interval)
         metrics = MetricsCollector(
             events=res.events,
@@ -287,9 +294,11 @@ async def open_tree(
                 "dlq": dlq.statistics,
                 "reaper": reaper.statistics,
                 "logs": shipper.statistics,
+                **({"hub": hub.statistics} if API in cfg.roles else {}),
             },
             executor=pool.statistics,
             restarts=lambda: supervisor.statistics().restarts,
+            running=lambda: supervisor.statistics().running,
             refresh_interval=cfg.metrics_interval,
             now=res.clock.now,
             known_tasks=frozenset(registry.names()),
@@ -310,6 +319,9 @@ async def open_tree(
         by_role = [
             # consumes: terminal job events; wakes the handle's wait() calls
             (ChildSpec(id="waiters", run=waiters.run), {API, PRODUCER}),
+            # consumes: every public job event (one subscription); produces: each live
+            # stream's bounded buffer (SSE, WebSocket). Stops late: streams follow the drain.
+            (ChildSpec(id="hub", run=hub.run), {API}),
             # consumes: every event on the bus, each actor's statistics(); produces: snapshot()
             (ChildSpec(id="metrics", run=metrics.run), {API}),
             # consumes: DeadLetterJob (dead); produces, through the recorder: Bury + ack,
@@ -358,6 +370,7 @@ async def open_tree(
             logs=shipper,
             retrying=retrying,
             waiters=waiters,
+            hub=hub,
         )
         if edge:
             # First to start, last to stop: while the core drains, the web edge still answers

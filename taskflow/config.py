@@ -105,6 +105,10 @@ class Settings:
     max_backlog: int | None = None
     """Pending jobs (cluster-wide) past which submissions get 429 ``backlog_full``."""
     cache_ttl: float = limits.CACHE_TTL
+    stream_buffer: int = limits.STREAM_BUFFER
+    """Events a live stream may fall behind by before some are dropped (and it is told)."""
+    stream_keepalive: float = limits.STREAM_KEEPALIVE
+    """Seconds of silence after which a live stream sends a keep-alive."""
     log_level: str = "info"
     log_json: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -154,6 +158,10 @@ class Settings:
             raise ConfigError("TASKFLOW_MAX_BACKLOG must be >= 1 (unset: no admission control)")
         if self.cache_ttl < 0:
             raise ConfigError("TASKFLOW_CACHE_TTL must be >= 0 (0: no cache)")
+        if not 1 <= self.stream_buffer <= 1_000_000:
+            raise ConfigError("TASKFLOW_STREAM_BUFFER must be 1..1000000")
+        if not 0 < self.stream_keepalive <= 3600:
+            raise ConfigError("TASKFLOW_STREAM_KEEPALIVE must be > 0 and <= 3600 seconds")
         for group in ("submit", "read", "admin"):
             try:
                 parse_rate(getattr(self, f"rate_limit_{group}"))
@@ -238,6 +246,8 @@ _PARSERS: dict[str, Any] = {
     "rate_limit_admin": str.strip,
     "max_backlog": lambda raw: int(raw) if raw.strip() else None,
     "cache_ttl": _duration,
+    "stream_buffer": int,
+    "stream_keepalive": _duration,
     "log_level": str,
     "log_json": _bool,
 }

@@ -60,3 +60,9 @@ CACHE_TTL = 60.0
 """How long a terminal job's view stays cached (dropped when a change commits)."""
 KEY_CACHE_SECONDS = 2.0
 """How long an API process trusts a key lookup: a revoked key stops working within this."""
+
+STREAM_BUFFER = 1024
+"""Events a live stream (SSE, WebSocket) may fall behind by; past it, events are dropped for
+that stream and it is told how many."""
+STREAM_KEEPALIVE = 15.0
+"""Seconds of silence after which a live stream sends a keep-alive."""

@@ -159,6 +159,8 @@ class JobStarted:
     attempt: int
     at: float
     queued_at: float
+    queue: str = ""
+    """The job's queue (empty from a publisher that predates the field)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -229,6 +231,8 @@ class JobReplayed:
     job_id: str
     replay_count: int
     at: float
+    task: str = ""
+    queue: str = ""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -284,3 +288,17 @@ ALL_MESSAGE_TYPES: tuple[type, ...] = (
 )
 
 TERMINAL_EVENTS = (JobSucceeded, JobDeadLettered, JobCancelled)
+
+JOB_EVENTS: tuple[type[Event], ...] = (
+    JobSubmitted,
+    JobStarted,
+    JobProgressed,
+    JobSucceeded,
+    JobFailed,
+    JobCancelled,
+    JobScheduled,
+    JobDeadLettered,
+    JobReplayed,
+)
+"""A job's public lifecycle events, in the order they may happen: what live streams carry
+(not worker heartbeats, not cancel control)."""

@@ -19,13 +19,16 @@ from web.api import API_NAME, api
 from web.auth import SCHEME, make_auth
 from web.dlq import dlq
 from web.errors import register_error_handlers
+from web.fragments import fragments
 from web.keys import keys
 from web.logs import logs
 from web.middleware import with_request_context
 from web.openapi import ApiOpenAPIProvider
+from web.pages import install_pages
 from web.prometheus import count_requests, prometheus
 from web.ratelimit import GroupRateLimiter, RateStore, group_limits
 from web.state import ApiState, install
+from web.streams import streams
 
 
 class ApiApp(Quart):
@@ -70,8 +73,8 @@ def create_app(runtime: Runtime, settings: Settings) -> Quart:
             description="Submit jobs, follow them, cancel them, and replay dead letters.",
         ),
         openapi_path="/openapi.json",
-        swagger_ui_path="/docs",
-        redoc_ui_path="/redoc",
+        swagger_ui_path=None,  # /docs and /redoc: web.pages, with the packaged assets
+        redoc_ui_path=None,
         scalar_ui_path=None,
         conversion_preference="msgspec",
         openapi_provider_class=ApiOpenAPIProvider,
@@ -86,6 +89,9 @@ def create_app(runtime: Runtime, settings: Settings) -> Quart:
     app.register_blueprint(logs)
     app.register_blueprint(prometheus)
     app.register_blueprint(keys)
+    app.register_blueprint(streams)
+    install_pages(app)
+    app.register_blueprint(fragments)
     count_requests(app)
     return app
 

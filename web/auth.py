@@ -18,8 +18,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
+from urllib.parse import urlencode
 
-from quart import Quart, current_app, g, request
+from quart import (
+    Quart,
+    Response,
+    current_app,
+    g,
+    has_request_context,
+    request,
+    websocket,
+)
 from quart_schema import document_response as documented
 from quart_schema import security_scheme
 from werkzeug.datastructures import Headers
@@ -35,9 +44,16 @@ from web.schemas import ErrorEnvelope
 F = TypeVar("F", bound=Callable[..., object])
 SCOPE_ATTRIBUTE = "_taskflow_scope"
 OPEN = "open"
+PAGE = "page"
+"""An HTML page: needs ``read`` like a GET, but sends a browser to the login page."""
+SESSION_COOKIE = "taskflow_session"
+"""Where the pages keep the key a user typed once (HttpOnly, SameSite=Strict, never in a
+URL); the API also accepts it, so the pages' own requests and streams carry it."""
+LOGIN_PATH = "/login"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SCHEME = "bearer"
-OPEN_ENDPOINTS = frozenset({"openapi", "swagger_ui", "redoc_ui"})
-"""quart-schema's own routes: the API's description, not its data."""
+OPEN_ENDPOINTS = frozenset({"openapi", "swagger_ui", "redoc_ui", "pages.static"})
+"""quart-schema's own routes (the API's description, not its data) and the pages' assets."""
 REALM = 'Bearer realm="taskflow"'
 KEY_DOC = (
     "An API key (`taskflow keys create NAME --scopes read,submit`) sent as "
@@ -64,10 +80,17 @@ def open_route(func: F) -> F:
     return security_scheme([])(func)
 
 
+def page_route(func: F) -> F:
+    """An HTML page: ``read`` when keys are required, and a redirect to the login page (not
+    a 401 envelope) when the browser has no usable key."""
+    setattr(func, SCOPE_ATTRIBUTE, PAGE)
+    return func
+
+
 def scope_of(view: Callable[..., object] | None, method: str) -> Scope | str:
-    """The scope a view needs, or ``OPEN``."""
+    """The scope a view needs, or ``OPEN`` or ``PAGE``."""
     declared = getattr(view, SCOPE_ATTRIBUTE, None)
-    if isinstance(declared, Scope) or declared == OPEN:
+    if isinstance(declared, Scope) or declared in (OPEN, PAGE):
         return declared
     return Scope.READ if method in ("GET", "HEAD") else Scope.ADMIN
 
@@ -80,6 +103,8 @@ class Caller:
     key: ApiKey | None = None
     presented: bool = False
     """An ``Authorization`` header was sent (a key that turned out unknown, revoked or malformed)."""
+    via_cookie: bool = False
+    """The key came from the pages' session cookie, not an ``Authorization`` header."""
 
     @property
     def who(self) -> str:
@@ -138,37 +163,71 @@ class Auth:
         app.before_request(self.authorize)
 
     async def identify(self) -> None:
-        header = request.headers.get("Authorization")
+        g.taskflow_caller = await self._caller(
+            request.headers, request.cookies.get(SESSION_COOKIE), request.remote_addr
+        )
+
+    async def _caller(self, headers: Headers, cookie: str | None, peer: str | None) -> Caller:
+        header = headers.get("Authorization")
+        secret = bearer_token(header) if header is not None else None
+        via_cookie = header is None and bool(cookie)
+        if via_cookie:
+            secret = cookie if cookie and len(cookie) <= 256 else None
         key: ApiKey | None = None
-        if header is not None:
-            secret = bearer_token(header)
-            if secret is not None:
-                try:
-                    key = await self.keys.lookup(secret)
-                except StoreError:
-                    if self.required and self._needs_key():
-                        raise  # 503 with Retry-After: no key can be checked now
-                if key is not None and not key.active:
-                    key = None
-        g.taskflow_caller = Caller(
-            address=client_address(request.remote_addr, request.headers, self.trusted),
+        if secret is not None:
+            try:
+                key = await self.keys.lookup(secret)
+            except StoreError:
+                if self.required and self._needs_key():
+                    raise  # 503 with Retry-After: no key can be checked now
+            if key is not None and not key.active:
+                key = None
+        return Caller(
+            address=client_address(peer, headers, self.trusted),
             key=key,
-            presented=header is not None,
+            presented=header is not None or via_cookie,
+            via_cookie=via_cookie,
         )
 
     def _needs_key(self) -> bool:
+        if not has_request_context():  # a WebSocket: every one needs a key
+            return True
         view = current_app.view_functions.get(request.endpoint or "")
         return request.endpoint not in OPEN_ENDPOINTS and scope_of(view, request.method) != OPEN
 
-    async def authorize(self) -> None:
+    async def authorize(self) -> Response | None:
+        caller = current_caller()
+        if caller.via_cookie and request.method not in SAFE_METHODS:
+            refuse_cross_site(request.headers, request.host_url)
         if not self.required or request.endpoint is None:  # unknown route: the 404 says so
-            return
+            return None
         view = current_app.view_functions.get(request.endpoint)
         needed = scope_of(view, request.method)
         if needed == OPEN or request.endpoint in OPEN_ENDPOINTS:
-            return
+            return None
+        if needed == PAGE:
+            if caller.key is not None and caller.key.allows(Scope.READ):
+                return None
+            return login_redirect(request.full_path if request.query_string else request.path)
         assert isinstance(needed, Scope)
-        caller = current_caller()
+        self.check(caller, needed, htmx="HX-Request" in request.headers)
+        return None
+
+    async def check_websocket(self, needed: Scope) -> None:
+        """For a WebSocket, before the handshake: ``identify`` and ``authorize`` in one
+        (raises the 401/403 ``ApiError``; a cookie must come from this origin)."""
+        caller = await self._caller(
+            websocket.headers, websocket.cookies.get(SESSION_COOKIE), websocket.remote_addr
+        )
+        g.taskflow_caller = caller
+        if caller.via_cookie:
+            refuse_cross_site(websocket.headers, websocket.host_url)
+        if self.required:
+            self.check(caller, needed, htmx=False)
+
+    def check(self, caller: Caller, needed: Scope, *, htmx: bool) -> None:
+        """Raise 401 ``unauthorized`` or 403 ``forbidden`` unless ``caller`` has ``needed``.
+        An htmx request also gets ``HX-Redirect`` to the login page on a 401."""
         if caller.key is None:
             if caller.presented:
                 message = "The API key is unknown or revoked (Authorization: Bearer <key>)."
@@ -176,12 +235,15 @@ class Auth:
             else:
                 message = "This route needs an API key: send Authorization: Bearer <key>."
                 challenge = REALM
+            headers = {"WWW-Authenticate": challenge}
+            if htmx:
+                headers["HX-Redirect"] = LOGIN_PATH
             raise ApiError(
                 401,
                 "unauthorized",
                 message,
                 details={"required_scope": needed.value},
-                headers={"WWW-Authenticate": challenge},
+                headers=headers,
             )
         if not caller.key.allows(needed):
             raise ApiError(
@@ -197,6 +259,30 @@ class Auth:
                     f'scope="{needed.value}"'
                 },
             )
+
+
+def refuse_cross_site(headers: Headers, host_url: str) -> None:
+    """A request that changes something with the session cookie must come from this
+    origin (``Origin``, else ``Sec-Fetch-Site``): 403 ``cross_site_request`` otherwise. The
+    cookie is SameSite=Strict as well; this also covers browsers that ignore that."""
+    origin = headers.get("Origin")
+    own = host_url.rstrip("/")
+    if origin is not None:
+        if origin.rstrip("/") == own:
+            return
+    elif headers.get("Sec-Fetch-Site") in (None, "same-origin"):
+        return
+    raise ApiError(
+        403,
+        "cross_site_request",
+        "This request carries the pages' session cookie but comes from another site.",
+        details={"origin": origin, "expected": own},
+    )
+
+
+def login_redirect(target: str) -> Response:
+    """A redirect to the login page that comes back to ``target`` (a path of this site)."""
+    return Response("", 302, headers={"Location": f"{LOGIN_PATH}?{urlencode({'next': target})}"})
 
 
 def bearer_token(header: str) -> str | None:

@@ -11,12 +11,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from quart import Quart, Response, current_app, request
+from quart import Quart, Response, current_app
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from taskflow.errors import TaskflowError
 from web.middleware import log, request_id_of
-from web.responses import ApiError, error_response
+from web.responses import ApiError, current_target, error_response
 
 RETRY_AFTER_SECONDS = 5
 
@@ -71,12 +71,13 @@ def from_taskflow_error(error: TaskflowError) -> ApiError:
     if status is None:
         return _internal(error)
     if error.code in UNAVAILABLE:
+        _, path, scope = current_target()
         log.warning(
             "dependency_unavailable",
             code=error.code,
             error=str(error),
-            request_id=request_id_of(request.scope),
-            path=request.path,
+            request_id=request_id_of(scope),
+            path=path,
         )
         message = error.message if error.code == "shutting_down" else _default_message(error)
         return ApiError(
@@ -116,7 +117,7 @@ async def _http_error(error: HTTPException) -> Response:
         details = {"max_body_bytes": limit}
     elif isinstance(error, MethodNotAllowed):
         allowed = sorted(error.valid_methods or ())
-        message = f"Method {request.method} is not allowed here."
+        message = f"Method {current_target()[0]} is not allowed here."
         headers["Allow"] = ", ".join(allowed)
         return error_response(
             ApiError(status, code, message, details={"allowed": allowed}, headers=headers)
@@ -130,11 +131,12 @@ async def _unexpected(error: Exception) -> Response:
 
 def _internal(error: BaseException) -> ApiError:
     error = getattr(error, "original_exception", None) or error  # InternalServerError wraps
+    method, path, scope = current_target()
     log.error(
         "request_failed",
-        request_id=request_id_of(request.scope),
-        path=request.path,
-        method=request.method,
+        request_id=request_id_of(scope),
+        path=path,
+        method=method,
         error=repr(error),
         exc_info=error,
     )

@@ -27,6 +27,7 @@ from taskflow.keys import Scope
 from web.api import API_PREFIX, errors
 from web.auth import requires
 from web.dlq_parsing import parse_flag
+from web.events import sse
 from web.parsing import job_id, single_arg
 from web.responses import FieldErrors
 from web.state import current_state
@@ -102,7 +103,7 @@ async def _follow(
     first: list[LogRecord],
 ) -> AsyncIterator[bytes]:
     for item in first:
-        yield _event("log", _show(item, fmt))
+        yield sse("log", _show(item, fmt))
     quiet_since: float | None = None
     last_beat = anyio.current_time()
     while True:
@@ -110,13 +111,13 @@ async def _follow(
         try:
             job = await runtime.get(jid)
         except JobNotFound:  # purged while followed
-            yield _event("end", msgspec.json.encode({"status": "deleted"}).decode())
+            yield sse("end", msgspec.json.encode({"status": "deleted"}).decode())
             return
         records = _pick(joblog.decode((await runtime.read_log(jid)).data), attempt)
         fresh = records[sent:]
         sent = len(records)
         for item in fresh:
-            yield _event("log", _show(item, fmt))
+            yield sse("log", _show(item, fmt))
         now = anyio.current_time()
         if fresh:
             last_beat = now
@@ -127,7 +128,7 @@ async def _follow(
             quiet_since = now if fresh or quiet_since is None else quiet_since
             if now - quiet_since >= SETTLE:
                 body = {"status": job.status.value, "lines": sent}
-                yield _event("end", msgspec.json.encode(body).decode())
+                yield sse("end", msgspec.json.encode(body).decode())
                 return
 
 
@@ -135,11 +136,6 @@ def _show(item: LogRecord, fmt: str) -> str:
     if fmt == "jsonl":
         return joblog.encode([item]).decode().rstrip("\n")
     return next(joblog.render([item]))
-
-
-def _event(kind: str, data: str) -> bytes:
-    lines = "".join(f"data: {line}\n" for line in data.split("\n"))
-    return f"event: {kind}\n{lines}\n".encode()
 
 
 def _pick(records: list[LogRecord], attempt: int | None) -> list[LogRecord]:

@@ -62,7 +62,11 @@ def _choose_request_id(scope: dict[str, Any]) -> str:
 async def with_request_context(
     app: ASGIApp, scope: Scope, receive: ASGIReceiveCallable, send: ASGISendCallable
 ) -> None:
-    """Run ``app`` for one ASGI connection, adding the request id and timing headers."""
+    """Run ``app`` for one ASGI connection, adding the request id and timing headers (to a
+    WebSocket's accept, or to the HTTP response that refuses its handshake)."""
+    if scope["type"] == "websocket":
+        await app(scope, receive, _websocket_headers(scope, send))
+        return
     if scope["type"] != "http":
         await app(scope, receive, send)
         return
@@ -112,3 +116,22 @@ async def with_request_context(
             }
         )
         await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+def _websocket_headers(scope: Scope, send: ASGISendCallable) -> ASGISendCallable:
+    rid = request_id_of(scope).encode("ascii")
+    started_at = time.perf_counter()
+
+    async def send_with_headers(message: ASGISendEvent) -> None:
+        kind = message["type"]
+        if kind in ("websocket.accept", "websocket.http.response.start"):
+            raw = cast(dict[str, Any], message)
+            headers = [(n, v) for n, v in raw.get("headers", ()) if n.lower() != REQUEST_ID_HEADER]
+            headers.append((REQUEST_ID_HEADER, rid))
+            if kind == "websocket.http.response.start":
+                elapsed_ms = (time.perf_counter() - started_at) * 1000.0
+                headers.append((PROCESS_TIME_HEADER, f"{elapsed_ms:.2f}".encode("ascii")))
+            message = cast(ASGISendEvent, {**raw, "headers": headers})
+        await send(message)
+
+    return send_with_headers

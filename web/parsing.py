@@ -357,7 +357,8 @@ def _query_int(
     return value
 
 
-def query_name(args: MultiDict[str, str], keys: tuple[str, str], errors: FieldErrors) -> str | None:
+def query_name(args: MultiDict[str, str], keys: tuple[str, ...], errors: FieldErrors) -> str | None:
+    """A name given under one of ``keys`` (aliases; giving two is an error)."""
     given = [k for k in keys if k in args]
     if len(given) > 1:
         errors.add(given[1], f"given twice (as {given[0]!r} and {given[1]!r})")
@@ -412,6 +413,18 @@ def parse_wait(args: MultiDict[str, str]) -> float | None:
     return value
 
 
+def parse_status(args: MultiDict[str, str], errors: FieldErrors) -> JobStatus | None:
+    """``status``: one ``JobStatus`` value, or none."""
+    raw = single_arg(args, "status", errors)
+    if not raw:
+        return None
+    try:
+        return JobStatus(raw.strip())
+    except ValueError:
+        errors.add("status", f"must be one of {', '.join(s.value for s in JobStatus)}")
+        return None
+
+
 def parse_job_query(args: MultiDict[str, str]) -> JobQuery:
     """``status``, ``task_type``, ``queue_name``, ``limit`` (1..500), ``offset``, ``cursor``.
 
@@ -419,13 +432,7 @@ def parse_job_query(args: MultiDict[str, str]) -> JobQuery:
     """
     errors = FieldErrors()
     page = parse_page(args, errors)
-    status: JobStatus | None = None
-    raw_status = single_arg(args, "status", errors)
-    if raw_status:
-        try:
-            status = JobStatus(raw_status.strip())
-        except ValueError:
-            errors.add("status", f"must be one of {', '.join(s.value for s in JobStatus)}")
+    status = parse_status(args, errors)
     task = query_name(args, ("task_type", "taskType"), errors)
     queue = query_name(args, ("queue_name", "queueName"), errors)
     before = parse_cursor(args, errors)

@@ -27,7 +27,7 @@ from quart_rate_limiter.store import MemoryStore
 from taskflow.config import Settings, parse_rate
 from taskflow.keys import Scope
 from taskflow.redislink import Decision
-from web.auth import OPEN, current_caller, scope_of
+from web.auth import OPEN, PAGE, current_caller, scope_of
 from web.responses import ApiError
 
 GROUPS = (Scope.READ, Scope.SUBMIT, Scope.ADMIN)
@@ -67,6 +67,8 @@ class GroupRateLimiter(RateLimiter):
             g.taskflow_rate_group = "health"  # clients and must not eat their budget)
             limit = self.limits.get(Scope.READ)
         else:
+            if scope == PAGE:  # an HTML page reads
+                scope = Scope.READ
             assert isinstance(scope, Scope)
             g.taskflow_rate_group = scope.value
             limit = self.limits.get(scope)

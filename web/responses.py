@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import msgspec
-from quart import Response, has_request_context, request
+from quart import Response, has_request_context, has_websocket_context, request, websocket
 
 from web.middleware import request_id_of
 from web.schemas import ErrorBody, ErrorEnvelope
@@ -83,10 +83,20 @@ def validation_error(
     return ApiError(422, "validation_error", message, details={"fields": fields})
 
 
+def current_target() -> tuple[str, str, dict[str, Any]]:
+    """``(method, path, ASGI scope)`` of the HTTP request or WebSocket being handled (empty
+    outside both)."""
+    if has_request_context():
+        return request.method, request.path, cast(dict[str, Any], request.scope)
+    if has_websocket_context():
+        return "WEBSOCKET", websocket.path, cast(dict[str, Any], websocket.scope)
+    return "", "", {}
+
+
 def error_response(error: ApiError) -> Response:
     """The envelope ``{"status": "error", "error": {...}, "request_id", "path"}``."""
-    path = request.path if has_request_context() else ""
-    rid = request_id_of(request.scope) if has_request_context() else ""
+    _, path, scope = current_target()
+    rid = request_id_of(scope) if scope else ""
     envelope = ErrorEnvelope(
         error=ErrorBody(code=error.code, message=error.message, details=error.details),
         request_id=rid,

@@ -80,6 +80,62 @@ class GetJobQuery(msgspec.Struct):
     wait: Annotated[float, msgspec.Meta(gt=0, le=limits.MAX_WAIT_SECONDS)] | None = None
 
 
+class JobStreamQuery(msgspec.Struct):
+    """``GET /api/v1/jobs/{id}/events``: ``lastEventId`` stands in for the ``Last-Event-ID``
+    header (for clients that cannot set it)."""
+
+    last_event_id: str | None = msgspec.field(default=None, name="lastEventId")
+
+
+class EventStreamQuery(msgspec.Struct):
+    """``GET /api/v1/events``: every filter given must match; ``limit``: jobs in the
+    snapshot."""
+
+    task: str | None = None
+    queue: str | None = None
+    status: Status | None = None
+    limit: Annotated[int, msgspec.Meta(ge=0, le=200)] = 20
+    last_event_id: str | None = msgspec.field(default=None, name="lastEventId")
+
+
+class StreamEventOut(msgspec.Struct, rename="camel"):
+    """The JSON ``data`` of each Server-Sent Event of ``/events`` and ``/jobs/{id}/events``
+    (the response is ``text/event-stream``: ``id``, ``event`` and ``data`` lines per event).
+    ``event`` is ``snapshot``, ``submitted``, ``started``, ``progress``, ``succeeded``,
+    ``failed``, ``scheduled``, ``dead_lettered``, ``cancelled``, ``replayed``, ``dropped`` or
+    ``end``; ``status`` is the job's status once the event happened. A job's ``snapshot``
+    has ``job`` (as ``GET /jobs/{id}``); the all-jobs ``snapshot`` has ``counts`` and
+    ``jobs``; ``end`` has ``reason`` (``terminal``, ``deleted``, ``shutting_down``)."""
+
+    event: str
+    job_id: str | None = None
+    status: Status | None = None
+    at: str | None = None
+    task: str | None = None
+    queue: str | None = None
+    attempt: int | None = None
+    max_attempts: int | None = None
+    progress: float | None = None
+    message: str | None = None
+    result: Any = None
+    result_omitted: bool | None = None
+    error: dict[str, Any] | None = None
+    will_retry: bool | None = None
+    run_at: str | None = None
+    replay_count: int | None = None
+    job: JobOut | None = None
+    counts: dict[str, int] | None = None
+    jobs: list[JobOut] | None = None
+    dropped: int | None = None
+    reason: str | None = None
+
+
+class MetricsStreamQuery(msgspec.Struct):
+    """``GET /api/v1/metrics/stream``: seconds between ``metrics`` events."""
+
+    interval: Annotated[float, msgspec.Meta(ge=0.2, le=10.0)] = 1.0
+
+
 class PageQuery(msgspec.Struct):
     """Paging (newest first)."""
 
@@ -344,6 +400,11 @@ class MetricsResponse(msgspec.Struct):
     """task -> queue -> event kind -> count, since this process started."""
     queue_depth: dict[str, int]
     """Messages ready in each queue (the broker's count in distributed mode)."""
+    actors_running: list[str]
+    """The actors of the API process's tree that are running now."""
+    recent_failures: list[dict[str, Any]]
+    """The last failed attempts (newest first): ``job_id``, ``task``, ``attempt``, ``at``,
+    ``code``, ``message``, ``will_retry``."""
     avg_processing_time_seconds: float = msgspec.field(name="avgProcessingTimeSeconds")
     """The seed's field: the mean run time of successful attempts."""
     dashboard_metrics: DashboardMetrics = msgspec.field(name="dashboardMetrics")

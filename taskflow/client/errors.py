@@ -52,6 +52,12 @@ class Forbidden(ApiError):
     code = "forbidden"
 
 
+class CrossSiteRequest(ApiError):
+    """A change sent with the pages' session cookie from another site."""
+
+    code = "cross_site_request"
+
+
 class RateLimited(ApiError):
     code = "rate_limited"
 
@@ -163,7 +169,8 @@ class InternalError(ApiError):
 BY_CODE: Mapping[str, type[ApiError]] = {
     cls.code: cls
     for cls in (
-        ServerUnreachable, Unauthorized, Forbidden, RateLimited, BacklogFull, ValidationFailed,
+        ServerUnreachable, Unauthorized, Forbidden, CrossSiteRequest, RateLimited, BacklogFull,
+        ValidationFailed,
         UnknownTask, UnknownQueue, NotStorable, BatchTooLarge, InvalidId, InvalidJson,
         BadRequest, JobNotFound, NotFound, NotDeadLetter, KeyNotFound, IdempotencyConflict,
         InvalidTransition, KeyExists, ConfirmationRequired, BodyTooLarge,

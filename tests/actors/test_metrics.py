@@ -506,9 +506,9 @@ async def test_collector_sees_every_worker_by_its_heartbeats() -> None:
         await bus.publish([beat("w1", 1000.0, 10), beat("w2", 1000.0, 0), beat("w1", 1002.0, 50)])
         await wait_until(lambda: collector.statistics().events_seen == 3)
         now = collector.snapshot()
-        clock.value = 105.0  # w2 and w1 silent for 5 s: more than 2 intervals, still online
+        clock.value = 102.9  # silent for 2.9 s: less than 1.5 intervals, still online
         later = collector.snapshot()
-        clock.value = 107.0  # past 3 intervals: offline
+        clock.value = 103.1  # past 1.5 intervals: offline (shown gone within 2 intervals)
         gone = collector.snapshot()
         tg.cancel_scope.cancel()
 

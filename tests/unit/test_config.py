@@ -77,6 +77,8 @@ EVERY_FIELD: list[tuple[str, str, Any]] = [
     ("rate_limit_admin", " 5/10s ", "5/10s"),
     ("max_backlog", "1000", 1000),
     ("cache_ttl", "5s", 5.0),
+    ("stream_buffer", "64", 64),
+    ("stream_keepalive", "2s", 2.0),
     ("log_level", "debug", "debug"),
     ("log_json", "true", True),
 ]
@@ -193,6 +195,9 @@ def test_other_parts_prefixes_and_foreign_variables_are_allowed() -> None:
         ({"TASKFLOW_QUEUES": " , "}, "TASKFLOW_QUEUES"),
         ({"TASKFLOW_LEASE_SECONDS": "0"}, "TASKFLOW_LEASE_SECONDS"),
         ({"TASKFLOW_SHUTDOWN_GRACE_SECONDS": "-1"}, "grace"),
+        ({"TASKFLOW_STREAM_BUFFER": "0"}, "TASKFLOW_STREAM_BUFFER"),
+        ({"TASKFLOW_STREAM_KEEPALIVE": "0"}, "TASKFLOW_STREAM_KEEPALIVE"),
+        ({"TASKFLOW_STREAM_KEEPALIVE": "2h"}, "TASKFLOW_STREAM_KEEPALIVE"),
     ],
 )
 def test_from_env_validates(env: dict[str, str], variable: str) -> None:

@@ -1,0 +1,256 @@
+"""EventHub: the process's one subscription to job events, fanned out to every live stream.
+
+SSE streams, WebSockets and the pages' live rows attach here, in memory: a subscriber costs
+no broker queue, binding or round trip, however many there are. Each listener has its own
+bounded buffer; an event that finds it full is dropped for that listener only and counted,
+so the stream can say so (``take_dropped``). The hub never waits for a listener: a slow
+browser cannot slow the bus, the metrics or the workers.
+
+Every event gets a sequence number; the last ``ring`` events are kept so a stream that
+reconnects with ``Last-Event-ID`` gets what it missed (``listen(after=...)``). An id from
+another hub (another process, or this hub before a restart) cannot be resumed: the stream
+then starts again from a snapshot of the store, which is the truth.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from taskflow.messages import JOB_EVENTS, Event
+from taskflow.ports import EventBus
+from taskflow.streams import receive_batch
+
+STREAMED = JOB_EVENTS
+"""The public lifecycle events a stream carries (not heartbeats, not cancel control)."""
+
+
+class Stamped:
+    """An event with its place in the hub's sequence. ``cache`` holds what a stream made of
+    it (its encoded frame), so 200 streams encode an event once."""
+
+    __slots__ = ("cache", "event", "seq")
+
+    def __init__(self, seq: int, event: Event) -> None:
+        self.seq = seq
+        self.event = event
+        self.cache: Any = None
+
+
+@dataclass(eq=False, kw_only=True)
+class Listener:
+    """One stream's view of the hub: ``receive`` yields ``Stamped`` events in order.
+
+    ``resumed`` is true when ``listen(after=...)`` found the id and put the events after it
+    first; ``since`` is the sequence number the listener starts after (a snapshot read after
+    ``listen`` returned covers everything up to it). The stream ends (``EndOfStream``) when
+    the hub stops."""
+
+    receive: MemoryObjectReceiveStream[Stamped]
+    send: MemoryObjectSendStream[Stamped]
+    job_id: str | None
+    since: int
+    resumed: bool = False
+    dropped: int = 0
+    """Events lost to a full buffer since the last ``take_dropped``."""
+    dropped_total: int = 0
+
+    def take_dropped(self) -> int:
+        """How many events were dropped since the last call (and reset the count)."""
+        dropped, self.dropped = self.dropped, 0
+        return dropped
+
+    def offer(self, item: Stamped) -> None:
+        try:
+            self.send.send_nowait(item)
+        except anyio.WouldBlock:
+            self.dropped += 1
+            self.dropped_total += 1
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HubStats:
+    running: bool
+    listeners: int
+    events: int
+    """Events received from the bus since the hub started."""
+    dropped: int
+    """Events dropped for full listeners (summed over listeners)."""
+
+
+@dataclass(kw_only=True)
+class EventHub:
+    """Inputs: every ``STREAMED`` event on ``events`` (one subscription). Outputs: each
+    listener's bounded stream. Restart: permanent; a restart closes every listener (their
+    clients reconnect and resume from a snapshot) and starts a new id. State: listeners, the
+    ring of recent events, and job -> (task, queue) labels learnt from events (bounded)."""
+
+    events: EventBus
+    buffer: int = 1024
+    """Each listener's buffer, in events."""
+    ring: int = 4096
+    """Events kept for ``Last-Event-ID`` resumption."""
+    max_labels: int = 100_000
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    _seq: int = field(default=0, init=False)
+    _ring: deque[Stamped] = field(init=False)
+    _all: set[Listener] = field(default_factory=set, init=False)
+    _by_job: dict[str, set[Listener]] = field(default_factory=dict, init=False)
+    _labels: OrderedDict[str, tuple[str, str]] = field(default_factory=OrderedDict, init=False)
+    _running: bool = field(default=False, init=False)
+    _received: int = field(default=0, init=False)
+    _dropped_gone: int = field(default=0, init=False)
+
+    def __post_init__(self) -> None:
+        self._ring = deque(maxlen=self.ring)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        async with self.events.subscribe(buffer=4096, kinds=STREAMED) as stream:
+            self.id = uuid.uuid4().hex[:8]  # a restarted hub cannot resume the old ids
+            self._seq = 0
+            self._ring.clear()
+            self._running = True
+            task_status.started()
+            try:
+                while True:
+                    try:
+                        batch = await receive_batch(stream, 4096)
+                    except anyio.EndOfStream:
+                        break
+                    for event in batch:
+                        self.deliver(event)
+            finally:
+                self._running = False
+                for listener in [*self._all, *(x for s in self._by_job.values() for x in s)]:
+                    listener.send.close()
+
+    def deliver(self, event: Event) -> None:
+        """Number ``event``, keep it in the ring and offer it to every listener it concerns.
+        Never blocks (``run`` calls it for each event from the bus)."""
+        self._seq += 1
+        self._received += 1
+        item = Stamped(self._seq, event)
+        self._ring.append(item)
+        job_id: str = getattr(event, "job_id", "")
+        self._learn(event)
+        for listener in self._all:
+            listener.offer(item)
+        for listener in self._by_job.get(job_id, ()):
+            listener.offer(item)
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    def event_id(self, seq: int) -> str:
+        """The id a stream gives the event numbered ``seq`` (and ``Last-Event-ID`` carries)."""
+        return f"{self.id}.{seq}"
+
+    def resume_point(self, last_event_id: str | None) -> int | None:
+        """The sequence number to resume after, if ``last_event_id`` is this hub's and every
+        event after it is still in the ring; else ``None`` (start from a snapshot)."""
+        if not last_event_id:
+            return None
+        hub, _, seq_text = last_event_id.strip().partition(".")
+        if hub != self.id or not seq_text.isdigit():
+            return None
+        seq = int(seq_text)
+        if seq > self._seq:
+            return None
+        oldest = self._ring[0].seq if self._ring else self._seq + 1
+        return seq if seq + 1 >= oldest else None
+
+    @contextmanager
+    def listen(
+        self, *, job_id: str | None = None, after: str | None = None, buffer: int | None = None
+    ) -> Iterator[Listener]:
+        """A listener for the events of ``job_id`` (or of every job) from now on. With
+        ``after`` (a ``Last-Event-ID`` of this hub still in the ring), the ring's events after
+        it come first and ``resumed`` is true. A listener made while the hub is not running
+        is already closed (its stream ends at once). Synchronous: nothing can be published
+        between reading the ring and registering."""
+        size = max(1, buffer or self.buffer)
+        resume = self.resume_point(after)
+        backlog: list[Stamped] = []
+        if resume is not None:
+            backlog = [
+                item
+                for item in self._ring
+                if item.seq > resume and (job_id is None or _job_of(item.event) == job_id)
+            ]
+            size = max(size, len(backlog))
+        send, receive = anyio.create_memory_object_stream[Stamped](size)
+        listener = Listener(
+            receive=receive,
+            send=send,
+            job_id=job_id,
+            since=resume if resume is not None else self._seq,
+            resumed=resume is not None,
+        )
+        for item in backlog:
+            listener.offer(item)
+        if not self._running:
+            send.close()
+        group = self._all if job_id is None else self._by_job.setdefault(job_id, set())
+        group.add(listener)
+        try:
+            yield listener
+        finally:
+            group.discard(listener)
+            if job_id is not None and not group:
+                self._by_job.pop(job_id, None)
+            self._dropped_gone += listener.dropped_total
+            send.close()
+            receive.close()
+
+    def labels(self, job_id: str) -> tuple[str, str] | None:
+        """``(task, queue)`` of a job seen on the bus (the queue may be ``""`` if unknown)."""
+        return self._labels.get(job_id)
+
+    def learn(self, job_id: str, task: str, queue: str) -> None:
+        """Remember a job's task and queue (a stream that read the job from the store)."""
+        self._labels[job_id] = (task, queue)
+        self._labels.move_to_end(job_id)
+        while len(self._labels) > self.max_labels:
+            self._labels.popitem(last=False)
+
+    def _learn(self, event: Event) -> None:
+        task: str = getattr(event, "task", "") or ""
+        queue: str = getattr(event, "queue", "") or ""
+        if not task and not queue:
+            return
+        job_id: str = getattr(event, "job_id", "")
+        known = self._labels.get(job_id)
+        if known is not None and (not task or known[0] == task) and (not queue or known[1]):
+            return
+        self.learn(
+            job_id, task or (known[0] if known else ""), queue or (known[1] if known else "")
+        )
+
+    def statistics(self) -> HubStats:
+        listeners = [*self._all, *(x for s in self._by_job.values() for x in s)]
+        return HubStats(
+            running=self._running,
+            listeners=len(listeners),
+            events=self._received,
+            dropped=self._dropped_gone + sum(x.dropped_total for x in listeners),
+        )
+
+
+def _job_of(event: Event) -> str:
+    job_id: str = getattr(event, "job_id", "")
+    return job_id

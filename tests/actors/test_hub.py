@@ -1,0 +1,178 @@
+"""EventHub: one bus subscription fanned out to many listeners, bounded per listener, with
+Last-Event-ID resumption from a ring of recent events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import anyio
+import anyio.lowlevel
+import pytest
+
+from actors.hub import EventHub, Stamped
+from taskflow.memory import MemoryEventBus
+from taskflow.messages import JobProgressed, JobStarted, JobSubmitted, JobSucceeded, WorkerHeartbeat
+from taskflow.streams import receive_ready
+from tests.polling import wait_until
+
+pytestmark = pytest.mark.anyio
+
+
+def progressed(job_id: str, percent: float) -> JobProgressed:
+    return JobProgressed(job_id=job_id, attempt=1, percent=percent, message=None, at=1.0)
+
+
+async def settle(hub: EventHub, events: int) -> None:
+    """Wait until the hub has taken ``events`` events from the bus."""
+    await wait_until(lambda: hub.statistics().events >= events)
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[tuple[MemoryEventBus, EventHub]]:
+    bus = MemoryEventBus()
+    hub = EventHub(events=bus, buffer=8, ring=16)
+    async with anyio.create_task_group() as tg:
+        await tg.start(hub.run)
+        yield bus, hub
+        tg.cancel_scope.cancel()
+
+
+def seqs(items: list[Stamped]) -> list[int]:
+    return [item.seq for item in items]
+
+
+async def test_every_listener_gets_the_events_a_job_listener_only_its_jobs(
+    running: tuple[MemoryEventBus, EventHub],
+) -> None:
+    bus, hub = running
+    with hub.listen() as everything, hub.listen() as again, hub.listen(job_id="a") as only_a:
+        await bus.publish([progressed("a", 10), progressed("b", 20), progressed("a", 30)])
+        await settle(hub, 3)
+        assert seqs(receive_ready(everything.receive, 100)) == [1, 2, 3]
+        assert seqs(receive_ready(again.receive, 100)) == [1, 2, 3]
+        got = receive_ready(only_a.receive, 100)
+        assert [i.event.percent for i in got] == [10, 30]  # type: ignore[union-attr]
+    assert hub.statistics().listeners == 0
+
+
+async def test_heartbeats_and_control_are_not_streamed(
+    running: tuple[MemoryEventBus, EventHub],
+) -> None:
+    bus, hub = running
+    with hub.listen() as listener:
+        beat = WorkerHeartbeat(worker_id="w", at=1.0, interval=2.0)
+        await bus.publish([beat, progressed("a", 1)])
+        await settle(hub, 1)
+        await anyio.sleep(0.01)
+        assert [type(i.event) for i in receive_ready(listener.receive, 10)] == [JobProgressed]
+
+
+async def test_a_full_listener_loses_events_alone_and_is_told_how_many(
+    running: tuple[MemoryEventBus, EventHub],
+) -> None:
+    bus, hub = running
+    with hub.listen() as slow, hub.listen(buffer=100) as fast:
+        # Given a listener that reads nothing, When 30 events arrive in one burst
+        await bus.publish([progressed("a", float(i)) for i in range(30)])
+        await settle(hub, 30)
+        # Then it keeps its first 8 and counts 22 dropped; the other one lost nothing
+        assert len(receive_ready(slow.receive, 100)) == 8
+        assert slow.take_dropped() == 22
+        assert slow.take_dropped() == 0  # reset once taken
+        assert len(receive_ready(fast.receive, 100)) == 30
+        assert hub.statistics().dropped == 22
+
+
+async def test_resume_after_an_id_replays_the_ring_in_order(
+    running: tuple[MemoryEventBus, EventHub],
+) -> None:
+    bus, hub = running
+    await bus.publish([progressed("a", 1), progressed("b", 2), progressed("a", 3)])
+    await settle(hub, 3)
+    with hub.listen(after=hub.event_id(1)) as resumed:
+        assert resumed.resumed and resumed.since == 1
+        assert seqs(receive_ready(resumed.receive, 10)) == [2, 3]
+    with hub.listen(job_id="a", after=hub.event_id(1)) as only_a:
+        assert seqs(receive_ready(only_a.receive, 10)) == [3]
+    with hub.listen(after=hub.event_id(3)) as up_to_date:
+        assert up_to_date.resumed and receive_ready(up_to_date.receive, 10) == []
+
+
+@pytest.mark.parametrize("last_id", ["", "otherhub.1", "garbage", "{hub}.99", "{hub}.x"])
+async def test_an_id_the_hub_cannot_resume_starts_fresh(
+    running: tuple[MemoryEventBus, EventHub], last_id: str
+) -> None:
+    bus, hub = running
+    await bus.publish([progressed("a", 1)])
+    await settle(hub, 1)
+    with hub.listen(after=last_id.format(hub=hub.id)) as listener:
+        assert not listener.resumed
+        assert listener.since == hub.last_seq == 1
+        assert receive_ready(listener.receive, 10) == []
+
+
+async def test_an_id_older_than_the_ring_cannot_be_resumed(
+    running: tuple[MemoryEventBus, EventHub],
+) -> None:
+    bus, hub = running
+    await bus.publish([progressed("a", float(i)) for i in range(20)])  # the ring keeps 16
+    await settle(hub, 20)
+    assert hub.resume_point(hub.event_id(3)) is None  # events 4 and 5 are gone
+    assert hub.resume_point(hub.event_id(4)) == 4  # 5..20 are all in the ring
+
+
+async def test_stopping_the_hub_ends_every_listener_and_a_late_one_is_closed() -> None:
+    bus = MemoryEventBus()
+    hub = EventHub(events=bus)
+    with hub.listen() as early:
+        async with anyio.create_task_group() as tg:
+            await tg.start(hub.run)
+            with hub.listen() as listener:
+                tg.cancel_scope.cancel()
+                await anyio.lowlevel.checkpoint()
+            with pytest.raises(anyio.EndOfStream):
+                await listener.receive.receive()
+        with pytest.raises(anyio.EndOfStream):  # made before the hub ran: closed at once
+            await early.receive.receive()
+    with hub.listen() as late, pytest.raises(anyio.EndOfStream):
+        await late.receive.receive()
+
+
+async def test_a_restarted_hub_has_a_new_id(running: tuple[MemoryEventBus, EventHub]) -> None:
+    bus, hub = running
+    first = hub.id
+    async with anyio.create_task_group() as tg:
+        await tg.start(EventHub(events=bus).run)
+        tg.cancel_scope.cancel()
+    again = EventHub(events=bus)
+    async with anyio.create_task_group() as tg:
+        await tg.start(again.run)
+        assert again.id != first and again.resume_point(f"{first}.1") is None
+        tg.cancel_scope.cancel()
+
+
+async def test_labels_come_from_the_events_that_carry_them(
+    running: tuple[MemoryEventBus, EventHub],
+) -> None:
+    bus, hub = running
+    await bus.publish(
+        [
+            JobSubmitted(job_id="a", task="resize", queue="images", at=1.0),
+            JobStarted(job_id="b", task="mail", attempt=1, at=1.0, queued_at=1.0, queue="q2"),
+            JobSucceeded(job_id="a", task="resize", attempt=1, at=2.0, started_at=1, created_at=1),
+            progressed("c", 5),
+        ]
+    )
+    await settle(hub, 4)
+    assert hub.labels("a") == ("resize", "images")
+    assert hub.labels("b") == ("mail", "q2")
+    assert hub.labels("c") is None
+    hub.learn("c", "thumb", "default")
+    assert hub.labels("c") == ("thumb", "default")
+
+
+async def test_labels_are_bounded() -> None:
+    hub = EventHub(events=MemoryEventBus(), max_labels=3)
+    for i in range(5):
+        hub.learn(f"j{i}", "t", "q")
+    assert [hub.labels(f"j{i}") for i in range(5)] == [None, None, *[("t", "q")] * 3]

@@ -1,0 +1,424 @@
+"""Live streams: every job's lifecycle (SSE), one job's (SSE and the seed's WebSocket), and
+the metrics (SSE, what the dashboard reads).
+
+Every stream starts with a snapshot of the store (``snapshot``), so a subscriber that
+connects late still sees the current state, then sends each public lifecycle event as it
+happens (``web.events``), a keep-alive after ``TASKFLOW_STREAM_KEEPALIVE`` seconds of
+silence, and ``dropped`` (with how many) when it fell more than ``TASKFLOW_STREAM_BUFFER``
+events behind; a job stream then sends a fresh snapshot. A job stream ends with ``end``
+once the job is really terminal (a failed attempt that will be retried does not end it).
+All streams end with ``end`` (``reason: shutting_down``) when the process stops.
+
+Streams attach to the process's ``EventHub`` in memory: no broker queue or connection per
+subscriber. SSE ids are ``<hub>.<seq>``; a reconnect with ``Last-Event-ID`` gets the events
+it missed while the hub still holds them, else a new snapshot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from quart import Blueprint, Response, request, websocket
+from quart_schema import document_querystring
+from quart_schema import document_response as documented
+from werkzeug.datastructures import MultiDict
+
+from actors.hub import EventHub, Listener, Stamped
+from actors.runtime import Runtime
+from taskflow.errors import JobNotFound
+from taskflow.jobs import Job, JobStatus
+from taskflow.keys import Scope
+from taskflow.ports import JobQuery
+from taskflow.streams import receive_ready
+from web.api import API_PREFIX, errors
+from web.auth import requires
+from web.events import NAMES, TERMINAL_NAMES, encode_json, encoded, iso, sse, status_after
+from web.parsing import job_id, parse_status, query_name, single_arg
+from web.responses import FieldErrors
+from web.schemas import (
+    EventStreamQuery,
+    JobStreamQuery,
+    MetricsResponse,
+    MetricsStreamQuery,
+    StreamEventOut,
+    job_out,
+    metrics_out,
+)
+from web.state import current_state
+
+streams = Blueprint("streams", __name__, url_prefix=API_PREFIX)
+
+RETRY_MS = 2000
+"""How long an ``EventSource`` waits before it reconnects (the SSE ``retry`` field)."""
+MAX_SNAPSHOT = 200
+BATCH = 512
+"""Events sent in one write at most (a burst goes out in a few writes, not one each)."""
+
+Frame = tuple[str, bytes, str | None]
+"""(event name, JSON data, SSE id or None)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Filter:
+    """What a stream of every job keeps: each given field must match."""
+
+    task: str | None = None
+    queue: str | None = None
+    status: JobStatus | None = None
+
+    @property
+    def any(self) -> bool:
+        return self.task is not None or self.queue is not None or self.status is not None
+
+
+def parse_filter(args: MultiDict[str, str]) -> tuple[Filter, int]:
+    """``task`` (or ``task_type``), ``queue`` (or ``queue_name``), ``status``, and ``limit``
+    (jobs in the snapshot, 0..200, default 20). 422 ``validation_error`` naming the field."""
+    errors = FieldErrors()
+    status = parse_status(args, errors)
+    task = query_name(args, ("task", "task_type", "taskType"), errors)
+    queue = query_name(args, ("queue", "queue_name", "queueName"), errors)
+    limit = 20
+    raw_limit = single_arg(args, "limit", errors)
+    if raw_limit is not None:
+        try:
+            limit = int(raw_limit.strip())
+        except ValueError:
+            errors.add("limit", "must be an integer")
+        else:
+            if not 0 <= limit <= MAX_SNAPSHOT:
+                errors.add("limit", f"must be between 0 and {MAX_SNAPSHOT}")
+    errors.raise_if_any("The query string is invalid.")
+    return Filter(task=task, queue=queue, status=status), limit
+
+
+def _stream_response(body: AsyncIterator[bytes]) -> Response:
+    response = Response(
+        body,
+        status=200,
+        content_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+    response.timeout = None  # a stream lasts as long as its subscriber
+    return response
+
+
+def _last_event_id() -> str | None:
+    return request.headers.get("Last-Event-ID") or request.args.get("lastEventId")
+
+
+# ------------------------------------------------------------------ one job
+
+
+@streams.get("/jobs/<task_id>/events")
+@requires(Scope.READ)
+@document_querystring(JobStreamQuery)
+@documented(StreamEventOut, 200)
+@errors(404, 422, 503)
+async def job_events(task_id: str) -> Response:
+    """One job's lifecycle as Server-Sent Events (``text/event-stream``): ``snapshot`` (the
+    job as ``GET /jobs/{id}`` shows it), then ``submitted``, ``started``, ``progress``,
+    ``failed``, ``scheduled``, ``succeeded``, ``dead_lettered``, ``cancelled``,
+    ``replayed``, each a JSON object with ``event``, ``jobId``, ``status``, ``at``; ``end``
+    once the job is terminal; ``dropped`` if the subscriber fell behind (a new ``snapshot``
+    follows). Comments (``: keep-alive``) keep idle connections open. Reconnect with
+    ``Last-Event-ID`` to resume. 404 ``job_not_found`` for an unknown job."""
+    state = current_state()
+    jid = job_id(task_id)
+    await state.runtime.get(jid)  # 404 before the stream starts
+    frames = job_frames(state.runtime, jid, _last_event_id(), pace())
+    return _stream_response(_sse(frames))
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """How a stream paces itself: keep-alive after ``keepalive`` idle seconds; at most
+    ``buffer`` events waiting before some are dropped."""
+
+    keepalive: float
+    buffer: int
+
+
+def pace() -> Pace:
+    settings = current_state().settings
+    return Pace(keepalive=settings.stream_keepalive, buffer=settings.stream_buffer)
+
+
+async def job_frames(
+    runtime: Runtime, jid: str, after: str | None, pacing: Pace
+) -> AsyncIterator[Frame]:
+    """The frames of one job's stream (shared by SSE and the WebSocket)."""
+    hub = runtime.tree.hub
+    with hub.listen(job_id=jid, after=after, buffer=pacing.buffer) as listener:
+        try:
+            job = await runtime.get(jid)
+        except JobNotFound:
+            yield _end("deleted", None)
+            return
+        if not listener.resumed:
+            yield _snapshot_of(hub, job, listener.since)
+            if job.terminal:
+                yield _end("terminal", job)
+                return
+        elif job.terminal:
+            # Resumed after the job ended: what it missed, then the end (with a snapshot
+            # if the terminal event was not among what it missed).
+            backlog = receive_ready(listener.receive, hub.ring)
+            for item in backlog:
+                yield _frame(hub, item)
+            if not any(_name(item) in TERMINAL_NAMES for item in backlog):
+                yield _snapshot_of(hub, job, hub.last_seq)
+            yield _end("terminal", job)
+            return
+        async for items in _batches(listener, pacing.keepalive):
+            if items is None:
+                yield KEEPALIVE
+                continue
+            if listener.take_dropped():
+                # Fell behind: say so, then the store's state instead of what is left.
+                yield _dropped(listener, items)
+                try:
+                    job = await runtime.get(jid)
+                except JobNotFound:
+                    yield _end("deleted", None)
+                    return
+                yield _snapshot_of(hub, job, items[-1].seq)
+                if job.terminal:
+                    yield _end("terminal", job)
+                    return
+                continue
+            for item in items:
+                yield _frame(hub, item)
+                if _name(item) in TERMINAL_NAMES:
+                    try:
+                        job = await runtime.get(jid)
+                    except JobNotFound:
+                        yield _end("deleted", None)
+                        return
+                    if job.terminal:
+                        yield _end("terminal", job)
+                        return
+        yield _end("shutting_down" if runtime.draining else "restarting", None)
+
+
+KEEPALIVE: Frame = ("keepalive", b"", None)
+
+
+def _dropped(listener: Listener, items: list[Stamped]) -> Frame:
+    """How many events this stream lost (those it could not buffer, and the ones it skips
+    now for a snapshot)."""
+    return ("dropped", encode_json({"event": "dropped", "dropped": listener.dropped_total}), None)
+
+
+def _snapshot_of(hub: EventHub, job: Job, seq: int) -> Frame:
+    hub.learn(job.id, job.task, job.queue)
+    body = {"event": "snapshot", "status": job.status.value, "job": job_out(job)}
+    return ("snapshot", encode_json(body), hub.event_id(seq))
+
+
+def _end(reason: str, job: Job | None) -> Frame:
+    body: dict[str, Any] = {"event": "end", "reason": reason}
+    if job is not None:
+        body["status"] = job.status.value
+        body["jobId"] = job.id
+    return ("end", encode_json(body), None)
+
+
+def _name(item: Stamped) -> str:
+    return NAMES[type(item.event)]
+
+
+def _frame(hub: EventHub, item: Stamped) -> Frame:
+    return (_name(item), encoded(item), hub.event_id(item.seq))
+
+
+async def _batches(listener: Listener, keepalive: float) -> AsyncIterator[list[Stamped] | None]:
+    """What the listener has, in batches (one wait, then whatever else is ready); ``None``
+    after ``keepalive`` seconds of silence. Ends when the hub closes the listener."""
+    while True:
+        first: Stamped | None = None
+        with anyio.move_on_after(keepalive):
+            try:
+                first = await listener.receive.receive()
+            except anyio.EndOfStream:
+                return
+        if first is None:
+            yield None
+            continue
+        yield [first, *receive_ready(listener.receive, BATCH - 1)]
+
+
+async def _sse(frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
+    """Frames as SSE bytes, after the reconnect delay."""
+    yield f"retry: {RETRY_MS}\n\n".encode()
+    async for kind, data, event_id in frames:
+        if kind == "keepalive":
+            yield b": keep-alive\n\n"
+        else:
+            yield sse(kind, data, event_id)
+
+
+# ------------------------------------------------------------------ every job
+
+
+@streams.get("/events")
+@requires(Scope.READ)
+@document_querystring(EventStreamQuery)
+@documented(StreamEventOut, 200)
+@errors(422, 503)
+async def all_events() -> Response:
+    """Every job's lifecycle as Server-Sent Events, optionally filtered by ``task``,
+    ``queue`` and ``status`` (the status an event leads to: ``status=failed`` keeps the
+    events that leave a job failed). First a ``snapshot``: ``counts`` of jobs by status and
+    the newest ``limit`` matching ``jobs``; then the events as ``/jobs/{id}/events`` sends
+    them, keep-alives and ``dropped``. Never ends by itself (``end`` when the process
+    stops). Reconnect with ``Last-Event-ID`` to resume."""
+    state = current_state()
+    wanted, limit = parse_filter(request.args)
+    frames = all_frames(state.runtime, wanted, limit, _last_event_id(), pace())
+    return _stream_response(_sse(frames))
+
+
+async def all_frames(
+    runtime: Runtime, wanted: Filter, limit: int, after: str | None, pacing: Pace
+) -> AsyncIterator[Frame]:
+    hub = runtime.tree.hub
+    with hub.listen(after=after, buffer=pacing.buffer) as listener:
+        if not listener.resumed:
+            yield await _overview(runtime, hub, wanted, limit, listener.since)
+        async for items in _batches(listener, pacing.keepalive):
+            if items is None:
+                yield KEEPALIVE
+                continue
+            if listener.take_dropped():
+                yield _dropped(listener, items)
+            for item in items:
+                if not wanted.any or await _matches(runtime, hub, item, wanted):
+                    yield _frame(hub, item)
+        yield _end("shutting_down" if runtime.draining else "restarting", None)
+
+
+async def _overview(runtime: Runtime, hub: EventHub, wanted: Filter, limit: int, seq: int) -> Frame:
+    jobs: list[Job] = []
+    if limit:
+        query = JobQuery(status=wanted.status, task=wanted.task, queue=wanted.queue, limit=limit)
+        jobs = await runtime.list_jobs(query)
+    for job in jobs:
+        hub.learn(job.id, job.task, job.queue)
+    counts = runtime.metrics().jobs_by_status
+    body = {
+        "event": "snapshot",
+        "at": iso(runtime.resources.clock.now()),
+        "counts": dict(counts),
+        "jobs": [job_out(job) for job in jobs],
+    }
+    return ("snapshot", encode_json(body), hub.event_id(seq))
+
+
+async def _matches(runtime: Runtime, hub: EventHub, item: Stamped, wanted: Filter) -> bool:
+    event = item.event
+    if wanted.status is not None and status_after(event) != wanted.status:
+        return False
+    if wanted.task is None and wanted.queue is None:
+        return True
+    jid: str = getattr(event, "job_id", "")
+    task: str = getattr(event, "task", "") or ""
+    queue: str = getattr(event, "queue", "") or ""
+    known = hub.labels(jid)
+    if known is not None:
+        task, queue = task or known[0], queue or known[1]
+    if (wanted.task is not None and not task) or (wanted.queue is not None and not queue):
+        try:  # a job this process has not seen yet: read it once, every stream learns it
+            job = await runtime.get(jid)
+        except JobNotFound:
+            return False
+        hub.learn(job.id, job.task, job.queue)
+        task, queue = job.task, job.queue
+    if wanted.task is not None and task != wanted.task:
+        return False
+    return wanted.queue is None or queue == wanted.queue
+
+
+# ------------------------------------------------------------------ the seed's WebSocket
+
+
+@streams.websocket("/jobs/<task_id>/status")
+async def job_status_socket(task_id: str) -> None:
+    """The seed's WebSocket: one JSON message per frame of ``/jobs/{id}/events`` (the
+    ``snapshot`` first, then each event, ``{"event": "keepalive"}`` when idle, ``end``),
+    then a normal close (1000). Refused before the handshake with the error envelope: 401
+    or 403 (API keys, as for ``read``), 422 for a malformed id, 404 for an unknown job."""
+    state = current_state()
+    await state.auth.check_websocket(Scope.READ)
+    jid = job_id(task_id)
+    await state.runtime.get(jid)
+    await websocket.accept()
+    clock = state.runtime.resources.clock
+    frames = job_frames(state.runtime, jid, None, pace())
+    async for kind, data, _ in frames:
+        if kind == "keepalive":
+            await websocket.send(
+                encode_json({"event": "keepalive", "at": iso(clock.now())}).decode()
+            )
+        else:
+            await websocket.send(data.decode())
+    await websocket.close(1000)
+
+
+# ------------------------------------------------------------------ metrics
+
+
+@streams.get("/metrics/stream")
+@requires(Scope.READ)
+@document_querystring(MetricsStreamQuery)
+@documented(MetricsResponse, 200)
+@errors(422, 503)
+async def metrics_stream() -> Response:
+    """The metrics as Server-Sent Events: first ``history`` (a sample per second of the last
+    10 minutes: ``at``, ``throughput``, ``failures``, ``p50``/``p95``/``p99`` end-to-end
+    seconds, ``queue_depth``, ``dead_letters``, ``workers_online``), then ``metrics`` (the
+    body of ``GET /metrics``) every ``interval`` seconds (0.2..10, default 1). What the
+    dashboard reads."""
+    state = current_state()
+    errors = FieldErrors()
+    interval = 1.0
+    raw = single_arg(request.args, "interval", errors)
+    if raw is not None:
+        try:
+            interval = float(raw.strip())
+        except ValueError:
+            errors.add("interval", "must be a number of seconds")
+        else:
+            if not 0.2 <= interval <= 10.0:
+                errors.add("interval", "must be between 0.2 and 10 seconds")
+    errors.raise_if_any("The query string is invalid.")
+    return _stream_response(_metrics_events(state.runtime, interval))
+
+
+async def _metrics_events(runtime: Runtime, interval: float) -> AsyncIterator[bytes]:
+    yield f"retry: {RETRY_MS}\n\n".encode()
+    history = [
+        {
+            "at": p.at,
+            "throughput": p.throughput,
+            "failures": p.failures,
+            "p50": p.p50,
+            "p95": p.p95,
+            "p99": p.p99,
+            "queue_depth": dict(p.queue_depth),
+            "dead_letters": p.dead_letters,
+            "workers_online": p.workers_online,
+        }
+        for p in runtime.tree.metrics.history()
+    ]
+    yield sse("history", encode_json({"points": history}))
+    while True:
+        cache = runtime.resources.cache.statistics()
+        yield sse("metrics", encode_json(metrics_out(runtime.metrics(), cache)))
+        if runtime.draining:
+            yield sse("end", encode_json({"event": "end", "reason": "shutting_down"}))
+            return
+        await anyio.sleep(interval)
