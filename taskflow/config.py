@@ -77,6 +77,8 @@ class Settings:
     port: int = 8000
     metrics_port: int | None = None
     """A port for this process's own Prometheus exposition (``worker --metrics-port``)."""
+    dashboard_port: int = 5006
+    """The Panel dashboard's port (``taskflow dashboard``, ``taskflow up --dashboard``)."""
     concurrency: int = limits.CONCURRENCY
     prefetch: int | None = None
     """Unacknowledged deliveries per queue a worker accepts; ``None``: the concurrency."""
@@ -150,6 +152,8 @@ class Settings:
             raise ConfigError("TASKFLOW_PORT must be 0..65535 (0: any free port)")
         if self.metrics_port is not None and not 0 <= self.metrics_port < 65536:
             raise ConfigError("TASKFLOW_METRICS_PORT must be 0..65535 (0: any free port)")
+        if not 1 <= self.dashboard_port < 65536:
+            raise ConfigError("TASKFLOW_DASHBOARD_PORT must be 1..65535")
         if self.max_log_bytes < 0:
             raise ConfigError("TASKFLOW_MAX_LOG_BYTES must be >= 0 (0: no job logs)")
         if self.auth not in ("required", "off"):
@@ -224,6 +228,7 @@ _PARSERS: dict[str, Any] = {
     "host": str,
     "port": int,
     "metrics_port": lambda raw: int(raw) if raw.strip() else None,
+    "dashboard_port": int,
     "concurrency": int,
     "prefetch": lambda raw: int(raw) if raw.strip() else None,
     "queues": _csv,

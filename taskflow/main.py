@@ -316,10 +316,12 @@ def check_exposure(settings: Settings) -> None:
         )
 
 
+DASHBOARD_OPTION = "--dashboard-port or TASKFLOW_DASHBOARD_PORT"
+
 ROLES = {"up": frozenset({API, WORKER}), "api": frozenset({API}), "worker": frozenset({WORKER})}
 
 
-async def serve(settings: Settings, role: str = "up") -> None:
+async def serve(settings: Settings, role: str = "up", *, dashboard: bool = False) -> None:
     """Run one process until SIGINT or SIGTERM: ``up`` (the whole tree plus the web server),
     ``api`` (web + ingest) or ``worker`` (dispatcher, executors, retrier, DLQ keeper, reaper,
     heartbeat).
@@ -328,7 +330,9 @@ async def serve(settings: Settings, role: str = "up") -> None:
     it) and every role with a web edge binds its port (``ConfigError`` if it is taken). The
     first signal drains: submissions get 503 ``shutting_down``, health 503 ``draining``, reads
     go on, running jobs finish within the grace period; the port closes last. A second signal
-    cancels what still runs (released, not lost)."""
+    cancels what still runs (released, not lost). With ``dashboard`` (``up --dashboard``) the
+    dashboard's port must be free at start too; a ``taskflow dashboard`` process then serves
+    it once the API does."""
     roles = ROLES[role]
     demo = settings.demo if settings.demo is not None else role == "up"
     registry = load_registry(settings.tasks, demo=demo)
@@ -360,6 +364,9 @@ async def serve(settings: Settings, role: str = "up") -> None:
             from web.server import listen
 
             sock = held.enter_context(listen(settings.host, settings.port))
+            if dashboard:  # free now, or refuse before anything starts
+                with listen(settings.host, settings.dashboard_port, option=DASHBOARD_OPTION):
+                    pass
         metrics_sock = None
         if settings.metrics_port is not None:
             from actors.metrics_http import bind
@@ -390,7 +397,18 @@ async def serve(settings: Settings, role: str = "up") -> None:
                 port=settings.port,
                 sock=sock,
             )
-            return [*children, ChildSpec(id="web", run=server.run, stop=server.stop, grace=10.0)]
+            children.append(ChildSpec(id="web", run=server.run, stop=server.stop, grace=10.0))
+            if dashboard:
+                from web.dashboard_process import DashboardProcess
+                from web.server import reachable
+
+                panel = DashboardProcess(
+                    api_url=f"http://{reachable(settings.host)}:{sock.getsockname()[1]}",
+                    host=settings.host,
+                    port=settings.dashboard_port,
+                )
+                children.append(ChildSpec(id="dashboard", run=panel.run))
+            return children
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch_signals)

@@ -30,9 +30,18 @@ log = get_logger("taskflow.web")
 _WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
 
 
-def bind(host: str, port: int) -> socket.socket:
+PORT_OPTION = "--port or TASKFLOW_PORT"
+
+
+def reachable(host: str) -> str:
+    """An address to connect to for a server bound to ``host`` (a wildcard: loopback)."""
+    target = _WILDCARDS.get(host, host)
+    return f"[{target}]" if ":" in target else target
+
+
+def bind(host: str, port: int, *, option: str = PORT_OPTION) -> socket.socket:
     """A TCP socket bound to ``host:port`` (not yet listening); ``ConfigError`` with what to
-    do when the address is taken or cannot be used."""
+    do when the address is taken or cannot be used (``option``: how to choose another)."""
     try:
         infos = socket.getaddrinfo(
             host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
@@ -51,7 +60,7 @@ def bind(host: str, port: int) -> socket.socket:
         if exc.errno == errno.EADDRINUSE:
             raise ConfigError(
                 f"cannot listen on {host}:{port}: the port is already in use; stop the process "
-                "that holds it, or choose another port (--port or TASKFLOW_PORT)"
+                f"that holds it, or choose another port ({option})"
             ) from None
         raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     except BaseException:
@@ -61,9 +70,9 @@ def bind(host: str, port: int) -> socket.socket:
 
 
 @contextlib.contextmanager
-def listen(host: str, port: int) -> Iterator[socket.socket]:
+def listen(host: str, port: int, *, option: str = PORT_OPTION) -> Iterator[socket.socket]:
     """``bind`` for the life of the block: the port is ours before anything else starts."""
-    sock = bind(host, port)
+    sock = bind(host, port, option=option)
     try:
         yield sock
     finally:

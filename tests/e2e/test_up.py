@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,6 +140,56 @@ def test_a_port_in_use_is_one_line_and_exit_2(tmp_path: Path, pg_url: str) -> No
         done = run_taskflow(tmp_path, {"TASKFLOW_DATABASE_URL": pg_url}, "up", "--port", str(port))
     line = one_clear_line(done)
     assert "already in use" in line and str(port) in line
+
+
+def test_a_dashboard_port_in_use_is_refused_before_anything_starts(
+    tmp_path: Path, pg_url: str
+) -> None:
+    home = tmp_path / "home"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_taskflow(
+            home,
+            {"TASKFLOW_DATABASE_URL": pg_url},
+            "up",
+            "--port",
+            str(free_port()),
+            "--dashboard",
+            "--dashboard-port",
+            str(port),
+        )
+    line = one_clear_line(done)
+    assert "already in use" in line and str(port) in line and "--dashboard-port" in line
+    assert not (home / "log-spool").exists()  # nothing started, nothing written
+
+
+def test_up_dashboard_serves_the_dashboard_and_stops_it_with_up(
+    tmp_path: Path, pg_url: str
+) -> None:
+    port = free_port()
+    service = Service(
+        home=tmp_path,
+        env={"TASKFLOW_DATABASE_URL": pg_url},
+        command=("up", "--dashboard", "--dashboard-port", str(port)),
+    )
+    try:
+        service.start()
+        deadline = time.monotonic() + 60
+        html = ""
+        while time.monotonic() < deadline and "bokeh" not in html.lower():
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/dashboard", timeout=5) as r:
+                    html = r.read().decode()
+            except (urllib.error.URLError, ConnectionError):
+                time.sleep(0.25)
+        assert "<title>TaskFlow</title>" in html, service.tail()
+        assert f"metrics from {service.url}" in service.tail(200)
+    finally:
+        assert service.stop() == 0
+    with pytest.raises(urllib.error.URLError):  # the dashboard went with it
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/dashboard", timeout=2)
 
 
 @pytest.mark.parametrize(

@@ -78,6 +78,7 @@ EVERY_FIELD: list[tuple[str, str, Any]] = [
     ("max_backlog", "1000", 1000),
     ("cache_ttl", "5s", 5.0),
     ("stream_buffer", "64", 64),
+    ("dashboard_port", "5007", 5007),
     ("stream_keepalive", "2s", 2.0),
     ("log_level", "debug", "debug"),
     ("log_json", "true", True),

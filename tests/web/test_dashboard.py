@@ -1,9 +1,10 @@
-"""The Panel dashboard: its poll against a real API socket, against a dead one, and the
-``taskflow dashboard`` command served as a separate process."""
+"""The Panel dashboard: its feed reads the API's metrics stream over a real socket (pushed,
+not polled), says why when the API cannot be read, shows a worker gone within two heartbeat
+periods; ``taskflow dashboard`` serves it as its own process; ``up --dashboard`` starts it."""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import signal
 import socket
@@ -12,25 +13,22 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
 
 from actors.runtime import Runtime
 from taskflow.config import Settings
+from taskflow.messages import WorkerHeartbeat
+from tests.polling import wait_until
 from web.app import create_app
 from web.dashboard import Dashboard, make_dashboard
+from web.metrics_feed import MetricsFeed
 from web.server import WebServer
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def fetch_json(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url, timeout=10) as response:
-        body: dict[str, Any] = json.loads(response.read())
-        return body
 
 
 def free_port() -> int:
@@ -40,62 +38,125 @@ def free_port() -> int:
         return port
 
 
+@pytest.fixture
+async def api_url(runtime: Runtime, settings: Settings) -> AsyncIterator[str]:
+    server = WebServer(app=create_app(runtime, settings), host="127.0.0.1", port=0)
+    async with anyio.create_task_group() as tg:
+        await tg.start(server.run)
+        yield f"http://127.0.0.1:{server.bound_port}"
+        await server.stop()
+        tg.cancel_scope.cancel()
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("runtime", ["memory"], indirect=True)  # the page only sees HTTP
-async def test_poll_shows_the_api_metrics(runtime: Runtime, settings: Settings) -> None:
-    server = WebServer(app=create_app(runtime, settings), host="127.0.0.1", port=0)
-    with anyio.fail_after(30):
-        async with anyio.create_task_group() as tg:
-            await tg.start(server.run)
-            api_url = f"http://127.0.0.1:{server.bound_port}"
-            # Given 3 completed jobs and 1 dead letter
-            for n in range(3):
-                await runtime.submit("echo", {"n": n})
-            await runtime.submit("fail", {})
-            await runtime.wait_idle(timeout=10)
-
-            # When the dashboard polls (jobs_by_status is refreshed from the store every
-            # second by the metrics actor, so poll until the counts have caught up)
-            dashboard = Dashboard(api_url)
-            assert await dashboard.poll() is True
-            while dashboard.completed.value + dashboard.failed.value < 4:
-                await anyio.sleep(0.1)
-                assert await dashboard.poll() is True
-
-            # Then its widgets show what the API serves
-            api = await anyio.to_thread.run_sync(fetch_json, f"{api_url}/api/v1/metrics")
-            await server.stop()
-    assert dashboard.last is not None
-    by_status = api["jobs_by_status"]
-    assert (dashboard.completed.value, dashboard.failed.value) == (3, 1)
-    assert dashboard.completed.value == by_status["completed"]
-    assert dashboard.failed.value == by_status["failed"]
-    assert dashboard.pending.value == by_status["pending"] == 0
-    assert dashboard.in_progress.value == by_status["in_progress"] == 0
-    assert dashboard.workers_online.value == api["workers_online"]
-    assert dashboard.last["totals"]["succeeded"] == api["totals"]["succeeded"] == 3
-    assert dashboard.p50.value == pytest.approx(1000 * dashboard.last["end_to_end"]["p50"])
-    assert dashboard.p99.value >= dashboard.p50.value > 0
-    assert len(dashboard.series.data["jobs_per_s"]) >= 1
-    assert dashboard.status.object.startswith("Connected to")
-    assert set(dashboard.workers.data) == {"id", "online", "busy", "throughput"}
+async def test_the_feed_follows_the_metrics_stream_and_the_page_shows_it(
+    runtime: Runtime, api_url: str
+) -> None:
+    feed = MetricsFeed(api_url=api_url, interval=0.2)
+    pushed: list[float] = []
+    feed.subscribe(lambda: pushed.append(time.monotonic()))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(feed.run)
+        # Given 3 completed jobs and 1 dead letter
+        ids = [await runtime.submit("echo", {"n": n}) for n in range(3)]
+        dead = await runtime.submit("fail", {})
+        for job_id in [*ids, dead]:
+            await runtime.wait(job_id, timeout=10)
+        # When the stream has caught up (job counts refresh once a second)
+        await wait_until(
+            lambda: feed.latest is not None
+            and feed.latest["jobs_by_status"]["completed"] == 3
+            and feed.latest["jobs_by_status"]["failed"] == 1,
+            timeout=10,
+        )
+        page = Dashboard(feed, pages_url="http://pages.example")
+        page.refresh()
+        tg.cancel_scope.cancel()
+    # Then the page shows what the API pushed, with no poll of its own
+    assert feed.live and feed.status == "live"
+    assert (page.completed.value, page.dead_letters.value, page.pending.value) == (3, 1, 0)
+    assert page.workers_online.value == 1 and page.workers.data["state"] == ["online"]
+    assert 0 < page.success_rate.value < 100
+    assert len(page.rates.data["t"]) == len(feed.points) >= 2
+    assert page.latency.data["p99"][-1] >= page.latency.data["p50"][-1] > 0
+    assert page.queues.data["queue"] == ["default", "other"]
+    assert dict(zip(page.actors.data["actor"], page.actors.data["state"], strict=True))["hub"] == (
+        "running"
+    )
+    urls = page.failures.data["url"]
+    assert urls and set(urls) == {f"http://pages.example/jobs/{dead}"}
+    assert page.failures.data["retry"][0] == "dead letter"
+    assert page.status.object.startswith(f"Live from {api_url}")
+    gaps = [b - a for a, b in zip(pushed, pushed[1:], strict=False)]
+    assert gaps and max(gaps) < 2.0  # an update at least every 2 s
 
 
 @pytest.mark.anyio
-async def test_poll_of_a_dead_api_shows_unreachable_and_keeps_going() -> None:
-    dashboard = Dashboard(f"http://127.0.0.1:{free_port()}", timeout=2.0)
-    with anyio.fail_after(10):
-        assert await dashboard.poll() is False
-        assert await dashboard.poll() is False
-    assert "API unreachable: " in dashboard.status.object
-    assert dashboard.last is None
-    assert dashboard.completed.value == 0
+@pytest.mark.parametrize("runtime", ["memory"], indirect=True)
+async def test_a_worker_whose_heartbeats_stop_is_shown_gone_within_two_periods(
+    runtime: Runtime, api_url: str
+) -> None:
+    feed = MetricsFeed(api_url=api_url, interval=0.2)
+    page = Dashboard(feed)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(feed.run)
+        beat = WorkerHeartbeat(worker_id="far-away", at=time.time(), interval=1.0, capacity=8)
+        await runtime.resources.events.publish([beat])
+        await wait_until(lambda: "far-away" in (feed.latest or {}).get("workers", {}))
+        last_beat = time.monotonic()
+
+        def gone() -> bool:
+            page.refresh()
+            states = dict(zip(page.workers.data["id"], page.workers.data["state"], strict=True))
+            return states.get("far-away") == "gone"
+
+        await wait_until(gone, timeout=5)
+        took = time.monotonic() - last_beat
+        tg.cancel_scope.cancel()
+    assert took <= 2 * beat.interval
+
+
+@pytest.mark.anyio
+async def test_a_dead_api_shows_unreachable_and_the_feed_keeps_trying() -> None:
+    feed = MetricsFeed(api_url=f"http://127.0.0.1:{free_port()}", timeout=1.0)
+    page = Dashboard(feed)
+    with anyio.move_on_after(2.5):
+        await feed.run()
+    page.refresh()
+    assert feed.updates >= 2  # tried again
+    assert "API unreachable: " in page.status.object
+    assert feed.latest is None and page.completed.value == 0
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("runtime", ["memory"], indirect=True)
+async def test_an_api_that_wants_a_key_is_read_with_one_and_says_why_without(
+    runtime: Runtime, settings: Settings
+) -> None:
+    app = create_app(runtime, dataclasses.replace(settings, auth="required"))
+    _, key = await runtime.create_key("dashboard", ["read"])
+    server = WebServer(app=app, host="127.0.0.1", port=0)
+    async with anyio.create_task_group() as tg:
+        await tg.start(server.run)
+        url = f"http://127.0.0.1:{server.bound_port}"
+        without = MetricsFeed(api_url=url, timeout=1.0)
+        with anyio.move_on_after(1.5):
+            await without.run()
+        keyed = MetricsFeed(api_url=url, api_key=key, interval=0.2)
+        tg.start_soon(keyed.run)
+        await wait_until(lambda: keyed.latest is not None, timeout=10)
+        live = keyed.live
+        await server.stop()
+        tg.cancel_scope.cancel()
+    assert "HTTP 401" in without.status and "API key" in without.status
+    assert live and keyed.latest is not None
 
 
 def test_make_dashboard_outside_a_server_is_a_static_page() -> None:
     import panel as pn
 
-    page = make_dashboard("http://127.0.0.1:1", period_ms=500)
+    page = make_dashboard(MetricsFeed(api_url="http://127.0.0.1:1"))
     assert isinstance(page, pn.viewable.Viewable)
     assert "TaskFlow" in page[0].object
 
