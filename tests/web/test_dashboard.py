@@ -5,6 +5,7 @@ periods; ``taskflow dashboard`` serves it as its own process; ``up --dashboard``
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 import signal
 import socket
@@ -65,9 +66,11 @@ async def test_the_feed_follows_the_metrics_stream_and_the_page_shows_it(
             await runtime.wait(job_id, timeout=10)
         # When the stream has caught up (job counts refresh once a second)
         await wait_until(
-            lambda: feed.latest is not None
-            and feed.latest["jobs_by_status"]["completed"] == 3
-            and feed.latest["jobs_by_status"]["failed"] == 1,
+            lambda: (
+                feed.latest is not None
+                and feed.latest["jobs_by_status"]["completed"] == 3
+                and feed.latest["jobs_by_status"]["failed"] == 1
+            ),
             timeout=10,
         )
         page = Dashboard(feed, pages_url="http://pages.example")
@@ -88,7 +91,7 @@ async def test_the_feed_follows_the_metrics_stream_and_the_page_shows_it(
     assert urls and set(urls) == {f"http://pages.example/jobs/{dead}"}
     assert page.failures.data["retry"][0] == "dead letter"
     assert page.status.object.startswith(f"Live from {api_url}")
-    gaps = [b - a for a, b in zip(pushed, pushed[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(pushed)]
     assert gaps and max(gaps) < 2.0  # an update at least every 2 s
 
 
