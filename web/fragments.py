@@ -175,6 +175,9 @@ def _payload(text: str, errors: dict[str, str]) -> dict[str, Any] | None:
 
 def _field_errors(error: ApiError, errors: dict[str, str]) -> None:
     """``parse_submission``'s field list, under the form's field names."""
+    if error.code == "unknown_queue":
+        errors.setdefault("queue", error.message)
+        return
     fields = (error.details or {}).get("fields", [])
     for item in fields if isinstance(fields, list) else []:
         raw = str(item.get("field", ""))

@@ -125,7 +125,8 @@ SET status = 'pending', attempts = 0, replay_count = replay_count + 1, published
     cancel_requested = false,
     original_error = COALESCE(original_error, error), error = NULL, result = NULL,
     finished_at = NULL, run_at = NULL, updated_at = %(now)s,
-    original_payload = CASE WHEN %(payload)s::jsonb IS DISTINCT FROM payload
+    original_payload = CASE WHEN %(payload)s::jsonb IS NOT NULL
+                                 AND %(payload)s::jsonb IS DISTINCT FROM payload
                             THEN COALESCE(original_payload, payload) ELSE original_payload END,
     payload = COALESCE(%(payload)s::jsonb, payload),
     replays = replays || jsonb_build_array(jsonb_build_object(

@@ -127,6 +127,7 @@ async def test_a_replay_without_a_payload_changes_none(store: Store) -> None:
     assert [r.payload_changed for r in replayed.replays] == [False]
     (plain,) = await store.replay([(await failed(store)).id], now=T + 2)
     assert plain.replays[0].by is None and plain.replays[0].payload_changed is False
+    assert plain.original_payload is None  # no corrected payload: nothing to remember
 
 
 async def test_a_replay_payload_the_store_refuses_is_not_storable(store: Store) -> None:
