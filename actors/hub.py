@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
@@ -27,22 +26,23 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from taskflow.messages import JOB_EVENTS, Event
 from taskflow.ports import EventBus
-from taskflow.streams import receive_batch
+from taskflow.streams import Notifier, receive_batch
 
 STREAMED = JOB_EVENTS
 """The public lifecycle events a stream carries (not heartbeats, not cancel control)."""
 
 
 class Stamped:
-    """An event with its place in the hub's sequence. ``cache`` holds what a stream made of
-    it (its encoded frame), so 200 streams encode an event once."""
+    """An event with its place in the hub's sequence. ``data`` and ``frame`` hold what the
+    streams made of it (its JSON, its whole SSE frame), so 200 streams encode it once."""
 
-    __slots__ = ("cache", "event", "seq")
+    __slots__ = ("data", "event", "frame", "seq")
 
     def __init__(self, seq: int, event: Event) -> None:
         self.seq = seq
         self.event = event
-        self.cache: Any = None
+        self.data: bytes | None = None
+        self.frame: bytes | None = None
 
 
 @dataclass(eq=False, kw_only=True)
@@ -78,6 +78,62 @@ class Listener:
             pass
 
 
+@dataclass(eq=False, kw_only=True)
+class Follower:
+    """An all-jobs stream's place in the hub's ring: no buffer of its own, just a cursor (the
+    last sequence number it took). ``take`` hands over everything after it in one slice;
+    one that fell further behind than it may (or off the ring) skips ahead and is told how
+    many it lost. However many followers there are, the hub's work per event is the same."""
+
+    hub: EventHub
+    cursor: int
+    resumed: bool = False
+    dropped_total: int = 0
+    closed: bool = False
+
+    @property
+    def since(self) -> int:
+        """The sequence number it started after (a snapshot covers everything up to it)."""
+        return self._since
+
+    def __post_init__(self) -> None:
+        self._since = self.cursor
+
+    def ready(self) -> bool:
+        return self.closed or self.hub.last_seq > self.cursor
+
+    async def wait(self, timeout: float) -> bool:
+        """Until there is something after the cursor (or the hub stopped): ``True``; after
+        ``timeout`` seconds of nothing: ``False``."""
+        with anyio.move_on_after(timeout):
+            while not self.ready():
+                await self.hub.changed.wait()
+            return True
+        return False
+
+    def take(self, limit: int, behind: int) -> tuple[list[Stamped], int]:
+        """The events after the cursor, oldest first, at most ``limit``; and how many were
+        lost (older than the ring, or more than ``behind`` behind the newest)."""
+        ring = self.hub.ring_items()
+        head = self.hub.last_seq
+        oldest = ring[0].seq if ring else head + 1
+        floor = max(oldest - 1, head - behind)
+        lost = 0
+        if self.cursor < floor:
+            lost, self.cursor = floor - self.cursor, floor
+            self.dropped_total += lost
+        fresh: list[Stamped] = []
+        for item in reversed(ring):
+            if item.seq <= self.cursor:
+                break
+            fresh.append(item)
+        fresh.reverse()
+        fresh = fresh[:limit]
+        if fresh:
+            self.cursor = fresh[-1].seq
+        return fresh, lost
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class HubStats:
     running: bool
@@ -98,8 +154,8 @@ class EventHub:
     events: EventBus
     buffer: int = 1024
     """Each listener's buffer, in events."""
-    ring: int = 4096
-    """Events kept for ``Last-Event-ID`` resumption."""
+    ring: int = 16384
+    """Events kept for ``Last-Event-ID`` resumption and for followers to take from."""
     max_labels: int = 100_000
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     _seq: int = field(default=0, init=False)
@@ -107,6 +163,10 @@ class EventHub:
     _all: set[Listener] = field(default_factory=set, init=False)
     _by_job: dict[str, set[Listener]] = field(default_factory=dict, init=False)
     _labels: OrderedDict[str, tuple[str, str]] = field(default_factory=OrderedDict, init=False)
+    _followers: set[Follower] = field(default_factory=set, init=False)
+    changed: Notifier = field(default_factory=Notifier, init=False)
+    """Wakes the followers after each batch of events from the bus."""
+    _joined: OrderedDict[tuple[int, int], bytes] = field(default_factory=OrderedDict, init=False)
     _running: bool = field(default=False, init=False)
     _received: int = field(default=0, init=False)
     _dropped_gone: int = field(default=0, init=False)
@@ -129,10 +189,14 @@ class EventHub:
                         break
                     for event in batch:
                         self.deliver(event)
+                    self.changed.notify()
             finally:
                 self._running = False
                 for listener in [*self._all, *(x for s in self._by_job.values() for x in s)]:
                     listener.send.close()
+                for follower in self._followers:
+                    follower.closed = True
+                self.changed.notify()
 
     def deliver(self, event: Event) -> None:
         """Number ``event``, keep it in the ring and offer it to every listener it concerns.
@@ -217,6 +281,40 @@ class EventHub:
             send.close()
             receive.close()
 
+    @contextmanager
+    def follow(self, *, after: str | None = None) -> Iterator[Follower]:
+        """A follower of every job's events from now on, or from after ``after`` (a
+        ``Last-Event-ID`` of this hub still in the ring: ``resumed`` is true). One made
+        while the hub is not running is closed."""
+        resume = self.resume_point(after)
+        follower = Follower(
+            hub=self,
+            cursor=resume if resume is not None else self._seq,
+            resumed=resume is not None,
+            closed=not self._running,
+        )
+        self._followers.add(follower)
+        try:
+            yield follower
+        finally:
+            self._followers.discard(follower)
+            self._dropped_gone += follower.dropped_total
+
+    def joined(self, items: list[Stamped], frame: Callable[[Stamped], bytes]) -> bytes:
+        """The frames of a run of consecutive events, joined once: followers that flush on
+        the same tick take the same slice, and share these bytes."""
+        key = (items[0].seq, items[-1].seq)
+        found = self._joined.get(key)
+        if found is None:
+            found = self._joined[key] = b"".join(frame(item) for item in items)
+            while len(self._joined) > 64:
+                self._joined.popitem(last=False)
+        return found
+
+    def ring_items(self) -> deque[Stamped]:
+        """The ring itself (read-only for followers)."""
+        return self._ring
+
     def labels(self, job_id: str) -> tuple[str, str] | None:
         """``(task, queue)`` of a job seen on the bus (the queue may be ``""`` if unknown)."""
         return self._labels.get(job_id)
@@ -243,11 +341,12 @@ class EventHub:
 
     def statistics(self) -> HubStats:
         listeners = [*self._all, *(x for s in self._by_job.values() for x in s)]
+        dropped = sum(x.dropped_total for x in listeners)
         return HubStats(
             running=self._running,
-            listeners=len(listeners),
+            listeners=len(listeners) + len(self._followers),
             events=self._received,
-            dropped=self._dropped_gone + sum(x.dropped_total for x in listeners),
+            dropped=self._dropped_gone + dropped + sum(f.dropped_total for f in self._followers),
         )
 
 

@@ -148,7 +148,13 @@ def sse(kind: str, data: bytes | str, event_id: str | None = None) -> bytes:
 
 def encoded(item: Stamped) -> bytes:
     """The event's JSON, encoded once per event however many streams send it."""
-    if item.cache is None:
-        item.cache = encode_json(event_body(item.event))
-    data: bytes = item.cache
-    return data
+    if item.data is None:
+        item.data = encode_json(event_body(item.event))
+    return item.data
+
+
+def sse_frame(item: Stamped, hub_id: str) -> bytes:
+    """The event's whole SSE frame (id ``<hub>.<seq>``, name, JSON), made once per event."""
+    if item.frame is None:
+        item.frame = sse(NAMES[type(item.event)], encoded(item), f"{hub_id}.{item.seq}")
+    return item.frame

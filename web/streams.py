@@ -16,7 +16,8 @@ it missed while the hub still holds them, else a new snapshot.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import functools
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +36,16 @@ from taskflow.ports import JobQuery
 from taskflow.streams import receive_ready
 from web.api import API_PREFIX, errors
 from web.auth import requires
-from web.events import NAMES, TERMINAL_NAMES, encode_json, encoded, iso, sse, status_after
+from web.events import (
+    NAMES,
+    TERMINAL_NAMES,
+    encode_json,
+    encoded,
+    iso,
+    sse,
+    sse_frame,
+    status_after,
+)
 from web.parsing import job_id, parse_status, query_name, single_arg
 from web.responses import FieldErrors
 from web.schemas import (
@@ -54,7 +64,7 @@ streams = Blueprint("streams", __name__, url_prefix=API_PREFIX)
 RETRY_MS = 2000
 """How long an ``EventSource`` waits before it reconnects (the SSE ``retry`` field)."""
 MAX_SNAPSHOT = 200
-BATCH = 512
+BATCH = 4096
 """Events sent in one write at most (a burst goes out in a few writes, not one each)."""
 
 Frame = tuple[str, bytes, str | None]
@@ -129,8 +139,8 @@ async def job_events(task_id: str) -> Response:
     state = current_state()
     jid = job_id(task_id)
     await state.runtime.get(jid)  # 404 before the stream starts
-    frames = job_frames(state.runtime, jid, _last_event_id(), pace())
-    return _stream_response(_sse(frames))
+    chunks = job_frames(state.runtime, jid, _last_event_id(), pace())
+    return _stream_response(_sse(state.runtime.tree.hub, chunks))
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,68 +159,75 @@ def pace() -> Pace:
 
 async def job_frames(
     runtime: Runtime, jid: str, after: str | None, pacing: Pace
-) -> AsyncIterator[Frame]:
-    """The frames of one job's stream (shared by SSE and the WebSocket)."""
+) -> AsyncIterator[Sequence[JobOut]]:
+    """One job's stream, in batches of what goes out together (shared by SSE and the
+    WebSocket)."""
     hub = runtime.tree.hub
     with hub.listen(job_id=jid, after=after, buffer=pacing.buffer) as listener:
         try:
             job = await runtime.get(jid)
         except JobNotFound:
-            yield _end("deleted", None)
+            yield [_end("deleted", None)]
             return
         if not listener.resumed:
-            yield _snapshot_of(hub, job, listener.since)
+            yield [_snapshot_of(hub, job, listener.since)]
             if job.terminal:
-                yield _end("terminal", job)
+                yield [_end("terminal", job)]
                 return
         elif job.terminal:
             # Resumed after the job ended: what it missed, then the end (with a snapshot
             # if the terminal event was not among what it missed).
-            backlog = receive_ready(listener.receive, hub.ring)
-            for item in backlog:
-                yield _frame(hub, item)
-            if not any(_name(item) in TERMINAL_NAMES for item in backlog):
-                yield _snapshot_of(hub, job, hub.last_seq)
-            yield _end("terminal", job)
+            backlog: list[JobOut] = [*receive_ready(listener.receive, hub.ring)]
+            if not any(isinstance(i, Stamped) and _terminal(i) for i in backlog):
+                backlog.append(_snapshot_of(hub, job, hub.last_seq))
+            yield [*backlog, _end("terminal", job)]
             return
         async for items in _batches(listener, pacing.keepalive):
             if items is None:
-                yield KEEPALIVE
+                yield [KEEPALIVE]
                 continue
-            if listener.take_dropped():
+            lost = listener.take_dropped()
+            if lost:
                 # Fell behind: say so, then the store's state instead of what is left.
-                yield _dropped(listener, items)
+                told = _lost(lost, listener.dropped_total)
                 try:
                     job = await runtime.get(jid)
                 except JobNotFound:
-                    yield _end("deleted", None)
+                    yield [told, _end("deleted", None)]
                     return
-                yield _snapshot_of(hub, job, items[-1].seq)
+                chunk = [told, _snapshot_of(hub, job, items[-1].seq)]
                 if job.terminal:
-                    yield _end("terminal", job)
+                    yield [*chunk, _end("terminal", job)]
                     return
+                yield chunk
                 continue
-            for item in items:
-                yield _frame(hub, item)
-                if _name(item) in TERMINAL_NAMES:
-                    try:
-                        job = await runtime.get(jid)
-                    except JobNotFound:
-                        yield _end("deleted", None)
-                        return
-                    if job.terminal:
-                        yield _end("terminal", job)
-                        return
-        yield _end("shutting_down" if runtime.draining else "restarting", None)
+            for n, item in enumerate(items):
+                if not _terminal(item):
+                    continue
+                try:
+                    job = await runtime.get(jid)
+                except JobNotFound:
+                    yield [*items[: n + 1], _end("deleted", None)]
+                    return
+                if job.terminal:
+                    yield [*items[: n + 1], _end("terminal", job)]
+                    return
+            yield list(items)
+        yield [_end("shutting_down" if runtime.draining else "restarting", None)]
+
+
+JobOut = Stamped | tuple[str, bytes, str | None]
+Out = JobOut | bytes
+"""What a stream sends: an event of the hub (its frame made once for every stream), a
+frame of this stream's own (name, JSON data, SSE id or None), or SSE bytes ready to go
+(a run of events joined once for every stream that sends it)."""
+
+
+def _terminal(item: Stamped) -> bool:
+    return NAMES[type(item.event)] in TERMINAL_NAMES
 
 
 KEEPALIVE: Frame = ("keepalive", b"", None)
-
-
-def _dropped(listener: Listener, items: list[Stamped]) -> Frame:
-    """How many events this stream lost (those it could not buffer, and the ones it skips
-    now for a snapshot)."""
-    return ("dropped", encode_json({"event": "dropped", "dropped": listener.dropped_total}), None)
 
 
 def _snapshot_of(hub: EventHub, job: Job, seq: int) -> Frame:
@@ -225,14 +242,6 @@ def _end(reason: str, job: Job | None) -> Frame:
         body["status"] = job.status.value
         body["jobId"] = job.id
     return ("end", encode_json(body), None)
-
-
-def _name(item: Stamped) -> str:
-    return NAMES[type(item.event)]
-
-
-def _frame(hub: EventHub, item: Stamped) -> Frame:
-    return (_name(item), encoded(item), hub.event_id(item.seq))
 
 
 async def _batches(listener: Listener, keepalive: float) -> AsyncIterator[list[Stamped] | None]:
@@ -251,14 +260,24 @@ async def _batches(listener: Listener, keepalive: float) -> AsyncIterator[list[S
         yield [first, *receive_ready(listener.receive, BATCH - 1)]
 
 
-async def _sse(frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
-    """Frames as SSE bytes, after the reconnect delay."""
+async def _sse(hub: EventHub, chunks: AsyncIterator[Sequence[Out]]) -> AsyncIterator[bytes]:
+    """Batches as SSE bytes, one write each, after the reconnect delay."""
     yield f"retry: {RETRY_MS}\n\n".encode()
-    async for kind, data, event_id in frames:
-        if kind == "keepalive":
-            yield b": keep-alive\n\n"
-        else:
-            yield sse(kind, data, event_id)
+    hub_id = hub.id
+    async for chunk in chunks:
+        yield b"".join(
+            item
+            if isinstance(item, bytes)
+            else sse_frame(item, hub_id)
+            if isinstance(item, Stamped)
+            else _control(item)
+            for item in chunk
+        )
+
+
+def _control(frame: Frame) -> bytes:
+    kind, data, event_id = frame
+    return b": keep-alive\n\n" if kind == "keepalive" else sse(kind, data, event_id)
 
 
 # ------------------------------------------------------------------ every job
@@ -278,27 +297,49 @@ async def all_events() -> Response:
     stops). Reconnect with ``Last-Event-ID`` to resume."""
     state = current_state()
     wanted, limit = parse_filter(request.args)
-    frames = all_frames(state.runtime, wanted, limit, _last_event_id(), pace())
-    return _stream_response(_sse(frames))
+    chunks = all_frames(state.runtime, wanted, limit, _last_event_id(), pace())
+    return _stream_response(_sse(state.runtime.tree.hub, chunks))
 
 
 async def all_frames(
     runtime: Runtime, wanted: Filter, limit: int, after: str | None, pacing: Pace
-) -> AsyncIterator[Frame]:
+) -> AsyncIterator[Sequence[Out]]:
+    """Every job's stream: a follower of the hub's ring (no buffer per stream), flushed at
+    most every ``FLUSH_EVERY`` seconds, so a burst costs a stream a few writes, not one per
+    event."""
     hub = runtime.tree.hub
-    with hub.listen(after=after, buffer=pacing.buffer) as listener:
-        if not listener.resumed:
-            yield await _overview(runtime, hub, wanted, limit, listener.since)
-        async for items in _batches(listener, pacing.keepalive):
-            if items is None:
-                yield KEEPALIVE
+    with hub.follow(after=after) as follower:
+        if not follower.resumed:
+            yield [await _overview(runtime, hub, wanted, limit, follower.since)]
+        frame = functools.partial(sse_frame, hub_id=hub.id)
+        while True:
+            if not await follower.wait(pacing.keepalive):
+                yield [KEEPALIVE]
                 continue
-            if listener.take_dropped():
-                yield _dropped(listener, items)
-            for item in items:
-                if not wanted.any or await _matches(runtime, hub, item, wanted):
-                    yield _frame(hub, item)
-        yield _end("shutting_down" if runtime.draining else "restarting", None)
+            if follower.closed:
+                break
+            # Let a burst gather until the next tick, the same for every stream: one write
+            # each, and streams at the same place share the bytes they send.
+            now = anyio.current_time()
+            await anyio.sleep(FLUSH_EVERY - now % FLUSH_EVERY)
+            items, lost = follower.take(BATCH, pacing.buffer)
+            chunk: list[Out] = [_lost(lost, follower.dropped_total)] if lost else []
+            if wanted.any:
+                chunk += [i for i in items if await _matches(runtime, hub, i, wanted)]
+            elif items:
+                chunk.append(hub.joined(items, frame))
+            if chunk:
+                yield chunk
+        yield [_end("shutting_down" if runtime.draining else "restarting", None)]
+
+
+FLUSH_EVERY = 0.25
+"""An all-jobs stream writes at most this often, on ticks shared by every stream (a job's
+own stream writes at once)."""
+
+
+def _lost(now: int, total: int) -> Frame:
+    return ("dropped", encode_json({"event": "dropped", "dropped": now, "total": total}), None)
 
 
 async def _overview(runtime: Runtime, hub: EventHub, wanted: Filter, limit: int, seq: int) -> Frame:
@@ -357,14 +398,15 @@ async def job_status_socket(task_id: str) -> None:
     await state.runtime.get(jid)
     await websocket.accept()
     clock = state.runtime.resources.clock
-    frames = job_frames(state.runtime, jid, None, pace())
-    async for kind, data, _ in frames:
-        if kind == "keepalive":
-            await websocket.send(
-                encode_json({"event": "keepalive", "at": iso(clock.now())}).decode()
-            )
-        else:
-            await websocket.send(data.decode())
+    async for chunk in job_frames(state.runtime, jid, None, pace()):
+        for item in chunk:
+            if isinstance(item, Stamped):
+                await websocket.send(encoded(item).decode())
+            elif item[0] == "keepalive":
+                body = {"event": "keepalive", "at": iso(clock.now())}
+                await websocket.send(encode_json(body).decode())
+            else:
+                await websocket.send(item[1].decode())
     await websocket.close(1000)
 
 

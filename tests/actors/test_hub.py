@@ -176,3 +176,59 @@ async def test_labels_are_bounded() -> None:
     for i in range(5):
         hub.learn(f"j{i}", "t", "q")
     assert [hub.labels(f"j{i}") for i in range(5)] == [None, None, *[("t", "q")] * 3]
+
+
+# ------------------------------------------------------------------ followers
+
+
+async def test_a_follower_takes_everything_new_in_one_slice(
+    running: tuple[MemoryEventBus, EventHub],
+) -> None:
+    bus, hub = running
+    await bus.publish([progressed("a", 1)])
+    await settle(hub, 1)
+    with hub.follow() as follower, hub.follow() as other:
+        assert follower.since == 1 and not follower.ready()
+        await bus.publish([progressed("a", 2), progressed("b", 3), progressed("c", 4)])
+        assert await follower.wait(timeout=5)
+        items, lost = follower.take(limit=100, behind=100)
+        assert (seqs(items), lost) == ([2, 3, 4], 0)
+        assert follower.take(limit=100, behind=100) == ([], 0)
+        assert not await follower.wait(timeout=0.05)  # nothing new: a keep-alive is due
+        items, _ = other.take(limit=2, behind=100)  # the other one is not moved by it
+        assert seqs(items) == [2, 3]
+        assert seqs(other.take(limit=2, behind=100)[0]) == [4]
+        assert hub.statistics().listeners == 2
+
+
+async def test_a_follower_that_falls_behind_skips_ahead_and_counts_what_it_lost(
+    running: tuple[MemoryEventBus, EventHub],
+) -> None:
+    bus, hub = running
+    with hub.follow() as follower:
+        await bus.publish([progressed("a", float(i)) for i in range(12)])
+        await settle(hub, 12)
+        items, lost = follower.take(limit=100, behind=5)  # may lag 5 at most: 7 lost
+        assert (seqs(items), lost) == ([8, 9, 10, 11, 12], 7)
+        await bus.publish([progressed("a", float(i)) for i in range(20)])  # the ring keeps 16
+        await settle(hub, 32)
+        items, lost = follower.take(limit=100, behind=100)
+        assert (len(items), lost) == (16, 4) and items[0].seq == 17
+        assert follower.dropped_total == 11
+    assert hub.statistics().dropped == 11
+
+
+async def test_a_follower_resumes_after_a_known_id_and_is_closed_with_the_hub() -> None:
+    bus = MemoryEventBus()
+    hub = EventHub(events=bus)
+    async with anyio.create_task_group() as tg:
+        await tg.start(hub.run)
+        await bus.publish([progressed("a", float(i)) for i in range(3)])
+        await settle(hub, 3)
+        with hub.follow(after=hub.event_id(1)) as resumed:
+            assert resumed.resumed and seqs(resumed.take(10, 100)[0]) == [2, 3]
+            tg.cancel_scope.cancel()
+            await anyio.sleep(0)
+    assert resumed.closed and resumed.ready()
+    with hub.follow() as late:
+        assert late.closed and await late.wait(timeout=1)

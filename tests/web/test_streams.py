@@ -177,9 +177,33 @@ async def test_a_subscriber_that_falls_behind_is_told_and_gets_a_fresh_snapshot(
         dropped = await reader.until_kind("dropped")
         await reader.read_until(lambda r: r.kinds().count("snapshot") == 2)
     # 4 buffered, and one handed straight to the stream waiting for it: the other 45 dropped
-    assert dropped.data["dropped"] >= 45
+    assert dropped.data["dropped"] >= 45 and dropped.data["total"] >= 45
     assert runtime.tree.hub.statistics().dropped >= 45
     assert runtime.tree.hub.statistics().listeners == 0  # the disconnect let go of it
+
+
+async def test_an_all_jobs_subscriber_that_falls_behind_skips_ahead_and_is_told(
+    runtime: Runtime, settings: Settings
+) -> None:
+    app = create_app(runtime, dataclasses.replace(settings, stream_buffer=4))
+    client = app.test_client()
+    jid = str(uuid.uuid4())
+    async with open_stream(client, "/api/v1/events?limit=0") as reader:
+        await reader.until_kind("snapshot")
+        burst = [
+            JobProgressed(job_id=jid, attempt=1, percent=float(i), message=None, at=1.0)
+            for i in range(50)
+        ]
+        await runtime.resources.events.publish(burst)
+        dropped = await reader.until_kind("dropped")
+        await reader.read_until(lambda r: len([f for f in r.events if f.kind == "progress"]) >= 4)
+        (jid2,) = await submit(client, "echo", [{}])  # and it goes on
+        await reader.read_until(
+            lambda r: any(f.kind == "succeeded" and f.data["jobId"] == jid2 for f in r.events)
+        )
+    assert dropped.data == {"event": "dropped", "dropped": 46, "total": 46}
+    kept = [f.data["progress"] for f in reader.events if f.kind == "progress"]
+    assert kept == [46.0, 47.0, 48.0, 49.0]  # the newest ones
 
 
 async def test_a_closed_stream_lets_go_of_its_listener(client: Client, runtime: Runtime) -> None:
