@@ -15,8 +15,8 @@ then starts again from a snapshot of the store, which is the truth.
 from __future__ import annotations
 
 import uuid
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -56,7 +56,8 @@ class Listener:
 
     receive: MemoryObjectReceiveStream[Stamped]
     send: MemoryObjectSendStream[Stamped]
-    job_id: str | None
+    job_ids: frozenset[str] | None
+    """The jobs it listens to; ``None``: every job."""
     since: int
     resumed: bool = False
     dropped: int = 0
@@ -164,6 +165,7 @@ class EventHub:
     _by_job: dict[str, set[Listener]] = field(default_factory=dict, init=False)
     _labels: OrderedDict[str, tuple[str, str]] = field(default_factory=OrderedDict, init=False)
     _followers: set[Follower] = field(default_factory=set, init=False)
+    _counts: Counter[type[Event]] = field(default_factory=Counter, init=False)
     changed: Notifier = field(default_factory=Notifier, init=False)
     """Wakes the followers after each batch of events from the bus."""
     _joined: OrderedDict[tuple[int, int], bytes] = field(default_factory=OrderedDict, init=False)
@@ -192,7 +194,7 @@ class EventHub:
                     self.changed.notify()
             finally:
                 self._running = False
-                for listener in [*self._all, *(x for s in self._by_job.values() for x in s)]:
+                for listener in {*self._all, *(x for s in self._by_job.values() for x in s)}:
                     listener.send.close()
                 for follower in self._followers:
                     follower.closed = True
@@ -203,6 +205,7 @@ class EventHub:
         Never blocks (``run`` calls it for each event from the bus)."""
         self._seq += 1
         self._received += 1
+        self._counts[type(event)] += 1
         item = Stamped(self._seq, event)
         self._ring.append(item)
         job_id: str = getattr(event, "job_id", "")
@@ -240,13 +243,24 @@ class EventHub:
 
     @contextmanager
     def listen(
-        self, *, job_id: str | None = None, after: str | None = None, buffer: int | None = None
+        self,
+        *,
+        job_id: str | None = None,
+        job_ids: Collection[str] | None = None,
+        after: str | None = None,
+        buffer: int | None = None,
     ) -> Iterator[Listener]:
-        """A listener for the events of ``job_id`` (or of every job) from now on. With
-        ``after`` (a ``Last-Event-ID`` of this hub still in the ring), the ring's events after
-        it come first and ``resumed`` is true. A listener made while the hub is not running
-        is already closed (its stream ends at once). Synchronous: nothing can be published
+        """A listener for the events of ``job_id``, or of the ``job_ids``, or of every job,
+        from now on; its cost is the events of its jobs only. With ``after`` (a
+        ``Last-Event-ID`` of this hub still in the ring), the ring's events after it come
+        first and ``resumed`` is true. A listener made while the hub is not running is
+        already closed (its stream ends at once). Synchronous: nothing can be published
         between reading the ring and registering."""
+        ids: frozenset[str] | None = None
+        if job_ids is not None:
+            ids = frozenset(job_ids)
+        elif job_id is not None:
+            ids = frozenset((job_id,))
         size = max(1, buffer or self.buffer)
         resume = self.resume_point(after)
         backlog: list[Stamped] = []
@@ -254,14 +268,14 @@ class EventHub:
             backlog = [
                 item
                 for item in self._ring
-                if item.seq > resume and (job_id is None or _job_of(item.event) == job_id)
+                if item.seq > resume and (ids is None or _job_of(item.event) in ids)
             ]
             size = max(size, len(backlog))
         send, receive = anyio.create_memory_object_stream[Stamped](size)
         listener = Listener(
             receive=receive,
             send=send,
-            job_id=job_id,
+            job_ids=ids,
             since=resume if resume is not None else self._seq,
             resumed=resume is not None,
         )
@@ -269,17 +283,26 @@ class EventHub:
             listener.offer(item)
         if not self._running:
             send.close()
-        group = self._all if job_id is None else self._by_job.setdefault(job_id, set())
-        group.add(listener)
+        groups = [self._all] if ids is None else [self._by_job.setdefault(i, set()) for i in ids]
+        for group in groups:
+            group.add(listener)
         try:
             yield listener
         finally:
-            group.discard(listener)
-            if job_id is not None and not group:
-                self._by_job.pop(job_id, None)
+            for one in ids or ():
+                mine = self._by_job.get(one)
+                if mine is not None:
+                    mine.discard(listener)
+                    if not mine:
+                        del self._by_job[one]
+            self._all.discard(listener)
             self._dropped_gone += listener.dropped_total
             send.close()
             receive.close()
+
+    def counts(self) -> Mapping[type[Event], int]:
+        """Events received since the hub started, by type (read-only; copy to compare)."""
+        return self._counts
 
     @contextmanager
     def follow(self, *, after: str | None = None) -> Iterator[Follower]:
@@ -340,7 +363,7 @@ class EventHub:
         )
 
     def statistics(self) -> HubStats:
-        listeners = [*self._all, *(x for s in self._by_job.values() for x in s)]
+        listeners = list({*self._all, *(x for s in self._by_job.values() for x in s)})
         dropped = sum(x.dropped_total for x in listeners)
         return HubStats(
             running=self._running,

@@ -9,8 +9,10 @@ producer while no worker runs. Then, per variant, N subscribers connect from a s
 client process (asyncio, raw HTTP/1.1, nice `--client-nice`; it stands for remote browsers,
 so it counts every frame in C with `bytes.count` and decodes only the JSON of `snapshot`,
 `dropped` and `end`): `0 subs` (no client), `N x
-/events` (each on `/api/v1/events?limit=0`: every event goes to every subscriber) and `N x
-/jobs/{id}` (each on `/api/v1/jobs/{id}/events` of a different job, spread over the batch).
+/events` (each on `/api/v1/events?limit=0`: every event goes to every subscriber: the
+firehose), `N x jobs page` (each the stream the jobs page opens: `?activity=submitted,replayed&jobs=` its
+20 rows, the batch's newest) and `N x /jobs/{id}` (each on `/api/v1/jobs/{id}/events` of a
+different job, spread over the batch: operators on job pages).
 Once every stream has its `snapshot`, one `taskflow worker` starts; the drain runs until
 PostgreSQL counts every job completed. Variants alternate in each repetition (rotated).
 
@@ -66,7 +68,9 @@ from suite import (  # noqa: E402
     taskflow_api,
 )
 
-VARIANTS = ("none", "all", "job")
+VARIANTS = ("none", "all", "page", "job")
+PAGE_ROWS = 20
+"""Rows of the jobs page: the page watches these jobs (``jobs=``) and ``activity``."""
 PHASES = ("api", "subscribed", "drained", "after")
 COUNTED = ("queues", "consumers", "connections", "channels")
 
@@ -226,8 +230,8 @@ async def client(spec: dict[str, Any]) -> None:
     print(json.dumps(result), flush=True)
 
 
-def client_main(raw: str) -> None:
-    spec = json.loads(raw)
+def client_main(path: str) -> None:
+    spec = json.loads(Path(path).read_text())
     os.nice(spec["nice"])
     asyncio.run(client(spec))
 
@@ -293,12 +297,24 @@ def cpu(proc: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
-def job_paths(s: Scratch, n: int, jobs: int) -> list[str]:
-    """``n`` job streams, on jobs spread evenly over the batch (in submission order)."""
+def job_ids(s: Scratch) -> list[str]:
     assert s.db
     with psycopg.connect(s.db) as conn:
-        ids = [r[0] for r in conn.execute("SELECT id FROM taskflow_jobs ORDER BY created_at, id")]
+        return [
+            str(r[0]) for r in conn.execute("SELECT id FROM taskflow_jobs ORDER BY created_at, id")
+        ]
+
+
+def job_paths(s: Scratch, n: int, jobs: int) -> list[str]:
+    """``n`` job streams, on jobs spread evenly over the batch (in submission order)."""
+    ids = job_ids(s)
     return [f"/api/v1/jobs/{ids[i * len(ids) // n]}/events" for i in range(n)]
+
+
+def page_paths(s: Scratch, n: int) -> list[str]:
+    """``n`` jobs pages, each the stream the page opens: its newest rows, and activity."""
+    newest = ",".join(job_ids(s)[-PAGE_ROWS:])
+    return [f"/api/v1/events?limit=0&activity=submitted,replayed&jobs={newest}"] * n
 
 
 def log_problems(*logs: Path) -> list[str]:
@@ -331,22 +347,24 @@ def measure(variant: str, jobs: int, n: int, timeout: float, nice: int) -> dict[
                 client: psutil.Popen | None = None
                 try:
                     if subs:
-                        paths = (
-                            ["/api/v1/events?limit=0"] * subs
-                            if variant == "all"
-                            else job_paths(s, subs, jobs)
-                        )
+                        paths = {
+                            "all": lambda: ["/api/v1/events?limit=0"] * subs,
+                            "page": lambda: page_paths(s, subs),
+                            "job": lambda: job_paths(s, subs, jobs),
+                        }[variant]()
                         spec = {
                             "port": port,
                             "paths": paths,
-                            "expect": total if variant == "all" else 1,
+                            "expect": {"all": total, "page": PAGE_ROWS}.get(variant, 1),
                             "timeout": timeout,
                             "grace": timeout,
                             "nice": nice,
                         }
+                        spec_file = s.home / "subscribers.json"  # too long for argv
+                        spec_file.write_text(json.dumps(spec))
                         with logs[2].open("ab") as err:
                             client = psutil.Popen(
-                                [PY, __file__, "--client", json.dumps(spec)],
+                                [PY, __file__, "--client", str(spec_file)],
                                 cwd=HERE,
                                 stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE,
@@ -504,7 +522,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--subscribers", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="none,all,job")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="none,all,page,job")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds per wait")
     parser.add_argument(
         "--client-nice",
@@ -523,7 +541,12 @@ def main() -> None:
     if set(variants) - set(VARIANTS) or "none" not in variants:
         parser.error(f"--variants: from {', '.join(VARIANTS)}, with none (the baseline)")
     n = args.subscribers
-    labels = {"none": "0 subs", "all": f"{n} x /events", "job": f"{n} x /jobs/{{id}}"}
+    labels = {
+        "none": "0 subs",
+        "all": f"{n} x /events",
+        "page": f"{n} x jobs page",
+        "job": f"{n} x /jobs/{{id}}",
+    }
     samples: dict[str, list[dict[str, Any]]] = {v: [] for v in variants}
     failures: list[str] = []
     started = time.monotonic()

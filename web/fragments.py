@@ -2,8 +2,9 @@
 
 Each fragment needs the same scope as its REST twin (``read`` to look, ``submit`` to submit
 and cancel, ``admin`` to replay and purge) and gives the same answers, as HTML: a form that
-does not validate comes back with its errors next to the fields (422, which the pages swap
-in); other errors keep the JSON envelope, which ``taskflow.js`` shows in the page's notice.
+does not validate comes back with its errors next to the fields (200 with ``X-Form-Invalid:
+true``); other errors keep the JSON envelope, which ``taskflow.js`` shows in the page's
+notice.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from taskflow.keys import Scope
 from taskflow.ports import DeadLetterQuery, ReplayRequest
 from web.auth import current_caller, requires
 from web.dlq_parsing import parse_dead_letter_query
-from web.pages import common, dlq_table, empty_form, job_filters, jobs_table
+from web.pages import common, dlq_table, empty_form, jobs_table
 from web.parsing import idempotency_key, job_id, parse_submission
 from web.responses import ApiError
 from web.state import current_state
@@ -43,6 +44,15 @@ def _html(body: str, status: int = 200) -> Response:
     return Response(body, status, content_type="text/html; charset=utf-8")
 
 
+def _refused(body: str) -> Response:
+    """A form that comes back with its errors: 200 (the page swaps it in, and the browser
+    console shows no failed request for a user's typo), marked ``X-Form-Invalid: true``.
+    The REST API answers the same mistakes with 422."""
+    response = _html(body)
+    response.headers["X-Form-Invalid"] = "true"
+    return response
+
+
 # ------------------------------------------------------------------ jobs
 
 
@@ -53,17 +63,6 @@ async def jobs_fragment() -> Response:
     """The jobs table (filters and paging from the query string)."""
     body = await render_template("_jobs_table.html", **await jobs_table(request.args))
     return _html(body)
-
-
-@fragments.get("/jobs/<task_id>/row")
-@hide
-@requires(Scope.READ)
-async def job_row(task_id: str) -> Response:
-    """One row of the jobs table, or 204 if the job does not match the filters given."""
-    job = await current_state().runtime.get(job_id(task_id))
-    if not job_filters(request.args).matches(job):
-        return Response("", 204)
-    return _html(await render_template("_job_row.html", job=job))
 
 
 @fragments.get("/jobs/<task_id>/detail")
@@ -112,22 +111,22 @@ async def submit() -> Response:
         )
     except ApiError as exc:
         _field_errors(exc, errors)
-        return await _form(values, errors, status=422)
+        return await _form(values, errors, invalid=True)
     if errors:
-        return await _form(values, errors, status=422)
+        return await _form(values, errors, invalid=True)
     try:
         if state.admission is not None:
             await state.admission.admit()
         inserted = await state.runtime.submit_batch(submission.jobs, idempotency_key=key)
     except UnknownTask as exc:
         errors["task"] = exc.message
-        return await _form(values, errors, status=422)
+        return await _form(values, errors, invalid=True)
     except (ValidationError, NotStorable) as exc:
         errors["payload"] = exc.message
-        return await _form(values, errors, status=422)
+        return await _form(values, errors, invalid=True)
     except IdempotencyConflict as exc:
         errors["idempotency_key"] = exc.message
-        return await _form(values, errors, status=422)
+        return await _form(values, errors, invalid=True)
     if state.admission is not None and not inserted.replayed:
         state.admission.accepted(len(inserted.job_ids))
     ids = list(inserted.job_ids)
@@ -145,14 +144,14 @@ async def _form(
     values: dict[str, str],
     errors: dict[str, str],
     *,
-    status: int = 200,
+    invalid: bool = False,
     message: str | None = None,
     submitted: list[str] | None = None,
 ) -> Response:
     body = await render_template(
         "_submit_form.html", form=values, errors=errors, message=message, **common()
     )
-    response = _html(body, status)
+    response = _refused(body) if invalid else _html(body)
     if submitted:
         response.headers["X-Submitted-Jobs"] = ",".join(submitted)
     return response
@@ -213,7 +212,7 @@ async def replay_one(task_id: str) -> Response:
     errors: dict[str, str] = {}
     payload = _payload(text, errors)
     if payload is None:
-        return await _row(job, errors["payload"], error=True, payload_text=text, status=422)
+        return await _row(job, errors["payload"], error=True, payload_text=text, invalid=True)
     reason = (form.get("reason") or "").strip()[:500] or None
     request_ = ReplayRequest(
         by=current_caller().who,
@@ -222,7 +221,7 @@ async def replay_one(task_id: str) -> Response:
     )
     replayed = await runtime.replay(jid, request_)
     if replayed is None:
-        return await _row(job, "This job is no longer a dead letter.", error=True, status=409)
+        return await _row(job, "This job is no longer a dead letter.", error=True, invalid=True)
     changed = " with the corrected payload" if request_.payload is not None else ""
     return await _row(replayed, f"Replayed{changed}: pending again.")
 
@@ -233,12 +232,12 @@ async def _row(
     *,
     error: bool = False,
     payload_text: str | None = None,
-    status: int = 200,
+    invalid: bool = False,
 ) -> Response:
     body = await render_template(
         "_dlq_row.html", job=job, row_message=message, row_error=error, payload_text=payload_text
     )
-    return _html(body, status)
+    return _refused(body) if invalid else _html(body)
 
 
 @fragments.post("/dlq/replay")

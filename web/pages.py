@@ -121,13 +121,6 @@ class JobFilters:
     def any(self) -> bool:
         return bool(self.status or self.task or self.queue)
 
-    def matches(self, job: Job) -> bool:
-        return (
-            (self.status is None or job.status.value == self.status)
-            and (self.task is None or job.task == self.task)
-            and (self.queue is None or job.queue == self.queue)
-        )
-
     def params(self) -> dict[str, str]:
         items = (("status", self.status), ("task", self.task), ("queue", self.queue))
         return {k: v for k, v in items if v}

@@ -94,6 +94,11 @@ class EventStreamQuery(msgspec.Struct):
     task: str | None = None
     queue: str | None = None
     status: Status | None = None
+    jobs: str | None = None
+    """Comma-separated job ids (at most 200): only their events."""
+    activity: str | None = None
+    """``true``, or kinds separated by commas: also ``activity`` events, with how many of
+    them happened to any job (at most every 250 ms)."""
     limit: Annotated[int, msgspec.Meta(ge=0, le=200)] = 20
     last_event_id: str | None = msgspec.field(default=None, name="lastEventId")
 
@@ -102,8 +107,8 @@ class StreamEventOut(msgspec.Struct, rename="camel"):
     """The JSON ``data`` of each Server-Sent Event of ``/events`` and ``/jobs/{id}/events``
     (the response is ``text/event-stream``: ``id``, ``event`` and ``data`` lines per event).
     ``event`` is ``snapshot``, ``submitted``, ``started``, ``progress``, ``succeeded``,
-    ``failed``, ``scheduled``, ``dead_lettered``, ``cancelled``, ``replayed``, ``dropped`` or
-    ``end``; ``status`` is the job's status once the event happened. A job's ``snapshot``
+    ``failed``, ``scheduled``, ``dead_lettered``, ``cancelled``, ``replayed``, ``dropped``,
+    ``activity`` (counts per kind since the last one) or ``end``; ``status`` is the job's status once the event happened. A job's ``snapshot``
     has ``job`` (as ``GET /jobs/{id}``); the all-jobs ``snapshot`` has ``counts`` and
     ``jobs``; ``end`` has ``reason`` (``terminal``, ``deleted``, ``shutting_down``)."""
 
@@ -127,7 +132,14 @@ class StreamEventOut(msgspec.Struct, rename="camel"):
     counts: dict[str, int] | None = None
     jobs: list[JobOut] | None = None
     dropped: int | None = None
+    total: int | None = None
     reason: str | None = None
+    submitted: int | None = None
+    succeeded: int | None = None
+    failed: int | None = None
+    dead_lettered: int | None = None
+    cancelled: int | None = None
+    replayed: int | None = None
 
 
 class MetricsStreamQuery(msgspec.Struct):

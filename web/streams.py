@@ -17,7 +17,8 @@ it missed while the hub still holds them, else a new snapshot.
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Sequence
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -78,17 +79,27 @@ class Filter:
     task: str | None = None
     queue: str | None = None
     status: JobStatus | None = None
+    jobs: frozenset[str] | None = None
+    """Only these jobs (then the stream costs only their events)."""
+    activity: frozenset[str] = frozenset()
+    """Also ``activity``: how many of these kinds happened (to any job) since the last one,
+    at most every ``FLUSH_EVERY`` seconds, only when one of them did."""
 
     @property
     def any(self) -> bool:
+        """A filter on the events themselves (``jobs`` picks the listener instead)."""
         return self.task is not None or self.queue is not None or self.status is not None
 
 
 def parse_filter(args: MultiDict[str, str]) -> tuple[Filter, int]:
-    """``task`` (or ``task_type``), ``queue`` (or ``queue_name``), ``status``, and ``limit``
-    (jobs in the snapshot, 0..200, default 20). 422 ``validation_error`` naming the field."""
+    """``task`` (or ``task_type``), ``queue`` (or ``queue_name``), ``status``, ``jobs``
+    (comma-separated ids, repeatable, at most ``MAX_JOBS``), ``activity`` (a flag), and
+    ``limit`` (jobs in the snapshot, 0..200, default 20). 422 ``validation_error`` naming
+    the field."""
     errors = FieldErrors()
     status = parse_status(args, errors)
+    jobs = _job_list(args, errors)
+    activity = _activity_kinds(args, errors)
     task = query_name(args, ("task", "task_type", "taskType"), errors)
     queue = query_name(args, ("queue", "queue_name", "queueName"), errors)
     limit = 20
@@ -102,7 +113,43 @@ def parse_filter(args: MultiDict[str, str]) -> tuple[Filter, int]:
             if not 0 <= limit <= MAX_SNAPSHOT:
                 errors.add("limit", f"must be between 0 and {MAX_SNAPSHOT}")
     errors.raise_if_any("The query string is invalid.")
-    return Filter(task=task, queue=queue, status=status), limit
+    return Filter(task=task, queue=queue, status=status, jobs=jobs, activity=activity), limit
+
+
+MAX_JOBS = 200
+
+
+def _activity_kinds(args: MultiDict[str, str], errors: FieldErrors) -> frozenset[str]:
+    """``activity``: ``true`` (every kind), ``false``, or kinds separated by commas."""
+    raw = single_arg(args, "activity", errors)
+    if raw is None or not raw.strip():
+        return frozenset()
+    text = raw.strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return frozenset(ACTIVITY)
+    if text in ("false", "0", "no", "off"):
+        return frozenset()
+    kinds = frozenset(k.strip() for k in text.split(",") if k.strip())
+    unknown = sorted(kinds - set(ACTIVITY))
+    if unknown:
+        errors.add("activity", f"true, or kinds among {', '.join(ACTIVITY)}; not {unknown[0]!r}")
+    return kinds
+
+
+def _job_list(args: MultiDict[str, str], errors: FieldErrors) -> frozenset[str] | None:
+    raw = [part.strip() for value in args.getlist("jobs") for part in value.split(",")]
+    if not args.getlist("jobs"):
+        return None
+    ids: set[str] = set()
+    for part in filter(None, raw):
+        try:
+            ids.add(str(uuid.UUID(part)))
+        except ValueError:
+            errors.add("jobs", f"{part[:40]!r} is not a job id (a UUID)")
+            return None
+    if len(ids) > MAX_JOBS:
+        errors.add("jobs", f"at most {MAX_JOBS} jobs")
+    return frozenset(ids)
 
 
 def _stream_response(body: AsyncIterator[bytes]) -> Response:
@@ -293,11 +340,21 @@ async def all_events() -> Response:
     ``queue`` and ``status`` (the status an event leads to: ``status=failed`` keeps the
     events that leave a job failed). First a ``snapshot``: ``counts`` of jobs by status and
     the newest ``limit`` matching ``jobs``; then the events as ``/jobs/{id}/events`` sends
-    them, keep-alives and ``dropped``. Never ends by itself (``end`` when the process
-    stops). Reconnect with ``Last-Event-ID`` to resume."""
+    them (every job's, at most 4 writes a second), keep-alives and ``dropped``. Never ends
+    by itself (``end`` when the process stops). Reconnect with ``Last-Event-ID`` to resume.
+
+    ``jobs=ID,ID,...`` (at most 200) follows only those jobs (the snapshot has them), at
+    the cost of their events alone; ``activity=true`` (or some of ``submitted``,
+    ``succeeded``, ``failed``, ``dead_lettered``, ``cancelled``, ``replayed``, separated by
+    commas) adds an ``activity`` event at most every 250 ms, when one of them happened to
+    any job, with how many since the last one: what a page needs to know that its table
+    is out of date, without every event."""
     state = current_state()
     wanted, limit = parse_filter(request.args)
-    chunks = all_frames(state.runtime, wanted, limit, _last_event_id(), pace())
+    if wanted.jobs is not None or wanted.activity:  # a watch: no firehose
+        chunks = watch_frames(state.runtime, wanted, _last_event_id(), pace())
+    else:
+        chunks = all_frames(state.runtime, wanted, limit, _last_event_id(), pace())
     return _stream_response(_sse(state.runtime.tree.hub, chunks))
 
 
@@ -340,6 +397,87 @@ own stream writes at once)."""
 
 def _lost(now: int, total: int) -> Frame:
     return ("dropped", encode_json({"event": "dropped", "dropped": now, "total": total}), None)
+
+
+ACTIVITY = ("submitted", "succeeded", "failed", "dead_lettered", "cancelled", "replayed")
+"""The kinds an ``activity`` event counts."""
+
+
+async def watch_frames(
+    runtime: Runtime, wanted: Filter, after: str | None, pacing: Pace
+) -> AsyncIterator[Sequence[Out]]:
+    """The events of ``wanted.jobs`` only (a listener on those jobs), and with
+    ``wanted.activity`` a count of what happened to every job at most every tick."""
+    hub = runtime.tree.hub
+    jobs = wanted.jobs if wanted.jobs is not None else frozenset()
+    with hub.listen(job_ids=jobs, after=after, buffer=pacing.buffer) as listener:
+        if not listener.resumed:
+            yield [await _watched(runtime, hub, jobs, listener.since)]
+        kinds = [kind for kind, name in NAMES.items() if name in wanted.activity]
+        counted = hub.counts()
+        seen = {kind: counted.get(kind, 0) for kind in kinds}
+        quiet = anyio.current_time()
+        while True:
+            now = anyio.current_time()
+            wait = FLUSH_EVERY - now % FLUSH_EVERY if wanted.activity else pacing.keepalive
+            items: list[Stamped] = []
+            with anyio.move_on_after(wait):
+                try:
+                    items = [await listener.receive.receive()]
+                except anyio.EndOfStream:
+                    break
+            items += receive_ready(listener.receive, BATCH)
+            chunk: list[Out] = []
+            lost = listener.take_dropped()
+            if lost:
+                chunk.append(_lost(lost, listener.dropped_total))
+            if wanted.any:
+                chunk += [i for i in items if await _matches(runtime, hub, i, wanted)]
+            else:
+                chunk += items
+            if kinds:
+                counted = hub.counts()
+                now_seen = {kind: counted.get(kind, 0) for kind in kinds}
+                if now_seen != seen:
+                    chunk.append(_activity(now_seen, seen, runtime))
+                    seen = now_seen
+            now = anyio.current_time()
+            if chunk:
+                quiet = now
+                yield chunk
+            elif now - quiet >= pacing.keepalive:
+                quiet = now
+                yield [KEEPALIVE]
+        yield [_end("shutting_down" if runtime.draining else "restarting", None)]
+
+
+def _activity(counts: Mapping[type, int], seen: Mapping[type, int], runtime: Runtime) -> Frame:
+    """The counts that changed since ``seen``, under camelCase keys (``deadLettered``)."""
+    body: dict[str, Any] = {"event": "activity", "at": iso(runtime.resources.clock.now())}
+    for kind, count in counts.items():
+        name = NAMES[kind]
+        key = name.split("_")[0] + "".join(w.title() for w in name.split("_")[1:])
+        body[key] = count - seen.get(kind, 0)
+    return ("activity", encode_json(body), None)
+
+
+async def _watched(runtime: Runtime, hub: EventHub, jobs: frozenset[str], seq: int) -> Frame:
+    """The snapshot of a watch: the jobs as they are now (an unknown one is left out)."""
+    found: list[Job] = []
+    for jid in sorted(jobs):
+        try:
+            found.append(await runtime.get(jid))
+        except JobNotFound:
+            continue
+    for job in found:
+        hub.learn(job.id, job.task, job.queue)
+    body = {
+        "event": "snapshot",
+        "at": iso(runtime.resources.clock.now()),
+        "counts": dict(runtime.metrics().jobs_by_status),
+        "jobs": [job_out(job) for job in found],
+    }
+    return ("snapshot", encode_json(body), hub.event_id(seq))
 
 
 async def _overview(runtime: Runtime, hub: EventHub, wanted: Filter, limit: int, seq: int) -> Frame:

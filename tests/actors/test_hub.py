@@ -228,7 +228,7 @@ async def test_a_follower_resumes_after_a_known_id_and_is_closed_with_the_hub() 
         with hub.follow(after=hub.event_id(1)) as resumed:
             assert resumed.resumed and seqs(resumed.take(10, 100)[0]) == [2, 3]
             tg.cancel_scope.cancel()
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
     assert resumed.closed and resumed.ready()
     with hub.follow() as late:
         assert late.closed and await late.wait(timeout=1)

@@ -261,6 +261,59 @@ async def test_the_all_jobs_stream_filters_by_task_queue_and_status(client: Clie
     assert {f.data["jobId"] for f in lifecycle(everything)} == {echo_id, fail_id, other_id}
 
 
+async def test_a_watch_of_some_jobs_carries_only_theirs(client: Client) -> None:
+    watched = await submit(client, "sleep", [{"seconds": 0.2}] * 2, delay_seconds=0.3)
+    (other,) = await submit(client, "echo", [{}], delay_seconds=0.3)
+    missing = str(uuid.uuid4())
+    path = f"/api/v1/events?jobs={watched[0]},{missing}&jobs={watched[1]}"
+    async with open_stream(client, path) as reader:
+        snapshot = await reader.until_kind("snapshot")
+        await reader.read_until(
+            lambda r: {f.data["jobId"] for f in r.events if f.kind == "succeeded"} == set(watched)
+        )
+        await wait_for(client, other, terminal)
+    assert {job["id"] for job in snapshot.data["jobs"]} == set(watched)  # the unknown one: left out
+    assert {f.data["jobId"] for f in lifecycle(reader)} == set(watched)
+
+
+async def test_activity_counts_what_happened_to_every_job(client: Client) -> None:
+    async with open_stream(client, "/api/v1/events?limit=0&activity=true") as reader:
+        await reader.until_kind("snapshot")
+        ids = await submit(client, "echo", [{}] * 3)
+        (failing,) = await submit(client, "fail", [{}])
+        for jid in [*ids, failing]:
+            await wait_for(client, jid, terminal)
+
+        def total(key: str) -> int:
+            return sum(f.data[key] for f in reader.events if f.kind == "activity")
+
+        await reader.read_until(lambda r: total("succeeded") >= 3 and total("deadLettered") >= 1)
+    assert total("submitted") == 4 and total("succeeded") == 3
+    assert total("failed") == 2 and total("deadLettered") == 1  # two failed attempts
+    assert lifecycle(reader) == []  # counts only: no job's events
+    assert all(f.data["at"].endswith("Z") for f in reader.events if f.kind == "activity")
+
+
+async def test_activity_of_chosen_kinds_only_comes_when_one_of_them_happens(
+    client: Client,
+) -> None:
+    path = "/api/v1/events?limit=0&activity=submitted,dead_lettered"
+    async with open_stream(client, path) as reader:
+        await reader.until_kind("snapshot")
+        (jid,) = await submit(client, "echo", [{}], delay_seconds=0.5)
+        await reader.until_kind("activity")
+        await wait_for(client, jid, terminal)  # it succeeds: not a kind asked for
+        (failing,) = await submit(client, "fail", [{}], delay_seconds=0.5)
+        await wait_for(client, failing, terminal)
+        await reader.read_until(
+            lambda r: any(f.data.get("deadLettered") for f in r.events if f.kind == "activity")
+        )
+    bodies = [f.data for f in reader.events if f.kind == "activity"]
+    assert all(set(b) <= {"event", "at", "submitted", "deadLettered"} for b in bodies)
+    assert all(any(b.get(k) for k in ("submitted", "deadLettered")) for b in bodies)
+    assert sum(b.get("submitted", 0) for b in bodies) == 2
+
+
 async def test_the_all_jobs_stream_validates_its_filters(client: Client) -> None:
     body = await assert_error(
         client.get("/api/v1/events?status=done&limit=500"), 422, "validation_error"
@@ -270,6 +323,15 @@ async def test_the_all_jobs_stream_validates_its_filters(client: Client) -> None
         client.get("/api/v1/events?task=a&task_type=b"), 422, "validation_error"
     )
     assert bad_fields(body) == {"task_type"}
+    body = await assert_error(client.get("/api/v1/events?jobs=abc"), 422, "validation_error")
+    assert bad_fields(body) == {"jobs"}
+    body = await assert_error(
+        client.get("/api/v1/events?activity=submitted,exploded"), 422, "validation_error"
+    )
+    assert bad_fields(body) == {"activity"}
+    many = ",".join(str(uuid.uuid4()) for _ in range(201))
+    body = await assert_error(client.get(f"/api/v1/events?jobs={many}"), 422, "validation_error")
+    assert bad_fields(body) == {"jobs"}
 
 
 # ------------------------------------------------------------------ the seed's WebSocket

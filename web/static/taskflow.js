@@ -9,6 +9,7 @@
   };
   var EVENTS = ["submitted", "started", "progress", "succeeded", "failed", "cancelled",
     "scheduled", "dead_lettered", "replayed"];
+  var CONTROL = ["snapshot", "dropped", "activity", "end"];
 
   function $(selector, root) { return (root || document).querySelector(selector); }
 
@@ -87,9 +88,11 @@
   // shows the stream's state ("Live", "Reconnecting…"), or nothing.
   function stream(url, handlers, where) {
     var source = new EventSource(url);
-    EVENTS.concat(["snapshot", "dropped", "end"]).forEach(function (name) {
+    source.lastId = null;  // the last event id seen, to resume a new stream after it
+    EVENTS.concat(CONTROL).forEach(function (name) {
       source.addEventListener(name, function (message) {
-        var handler = handlers[name] || handlers.event;
+        if (message.lastEventId) { source.lastId = message.lastEventId; }
+        var handler = handlers[name] || (CONTROL.indexOf(name) < 0 ? handlers.event : null);
         if (handler) { handler(JSON.parse(message.data), name); }
       });
     });
@@ -119,68 +122,79 @@
 
   // ---------------------------------------------------------------- the jobs page
 
+  function throttle(fn, ms) {
+    var last = 0, timer = null;
+    return function () {
+      if (timer) { return; }
+      var wait = Math.max(0, last + ms - Date.now());
+      timer = setTimeout(function () { timer = null; last = Date.now(); fn(); }, wait);
+    };
+  }
+
+  // The page follows its visible rows only (jobs=...), plus "activity": counts of what
+  // happened to every job. New jobs show up by refreshing the table, at most once a
+  // second; then the stream is reopened on the new rows, resuming after the last event.
   function jobsPage() {
-    var waiting = {};  // job id -> events that arrived while its row was being fetched
+    var source = null;
+    var watching = "";
     var state = function () { return $("#live-state"); };
+    var table = function () { return $("#jobs-table"); };
+    var reload = throttle(function () { refresh("#jobs-table"); }, 1000);
 
-    function filters() {
-      var table = $("#jobs-table");
-      var params = new URLSearchParams();
-      ["status", "task", "queue"].forEach(function (name) {
-        var value = table && table.getAttribute("data-filter-" + name);
-        if (value) { params.set(name, value); }
-      });
-      return params.toString();
+    function visible() {
+      return Array.prototype.map.call(
+        document.querySelectorAll("#jobs-body tr[data-job-id]"),
+        function (row) { return row.dataset.jobId; }
+      ).join(",");
     }
 
-    function ensureRow(id, ev) {
-      var table = $("#jobs-table");
-      if (!table || table.dataset.firstPage !== "true" || document.getElementById("job-" + id)) { return; }
-      if (waiting[id]) { if (ev) { waiting[id].push(ev); } return; }
-      waiting[id] = ev ? [ev] : [];
-      fetch("/ui/jobs/" + encodeURIComponent(id) + "/row?" + filters(), { credentials: "same-origin" })
-        .then(function (response) { return response.status === 200 ? response.text() : ""; })
-        .then(function (html) {
-          var events = waiting[id] || [];
-          delete waiting[id];
-          var body = $("#jobs-body");
-          if (!html || !body || document.getElementById("job-" + id)) { return; }
-          var holder = document.createElement("tbody");
-          holder.innerHTML = html.trim();
-          var row = holder.firstElementChild;
-          if (!row) { return; }
-          var placeholder = $("tr.placeholder", body);
-          if (placeholder) { placeholder.remove(); }
-          body.insertBefore(row, body.firstElementChild);
-          events.forEach(function (e) { apply(row, e); });
-        })
-        .catch(function () { delete waiting[id]; });
+    function connect() {
+      var ids = visible();
+      if (source && ids === watching) { return; }
+      var after = source ? source.lastId : null;
+      if (source) { source.close(); }
+      watching = ids;
+      var t = table();
+      // New rows come from submissions and replays; with a status filter, rows also leave.
+      var kinds = t && t.dataset.filterStatus ? "true" : "submitted,replayed";
+      var url = "/api/v1/events?limit=0&activity=" + kinds + "&jobs=" + ids;
+      if (after) { url += "&lastEventId=" + encodeURIComponent(after); }
+      source = stream(url, {
+        event: function (ev) {
+          var row = document.getElementById("job-" + ev.jobId);
+          if (row) { apply(row, ev); }
+        },
+        snapshot: function (ev) {
+          (ev.jobs || []).forEach(function (job) {
+            var row = document.getElementById("job-" + job.id);
+            if (row) { applyJob(row, job); }
+          });
+        },
+        activity: function (ev) {
+          var t = table();
+          if (!t || t.dataset.firstPage !== "true") { return; }
+          var filtered = t.dataset.filterStatus;
+          if (ev.submitted || ev.replayed || (filtered && (ev.succeeded || ev.failed ||
+              ev.deadLettered || ev.cancelled))) {
+            reload();
+          }
+        },
+        dropped: function () { reload(); },
+        end: function () {
+          source.close();
+          var s = state();
+          if (s) { s.textContent = "Live updates stopped: the server is shutting down."; }
+        }
+      }, state);
     }
 
-    var seenSnapshot = false;
-    var source = stream("/api/v1/events?limit=0", {
-      event: function (ev, name) {
-        var row = document.getElementById("job-" + ev.jobId);
-        if (row) { apply(row, ev); }
-        else if (name === "submitted" || name === "replayed") { ensureRow(ev.jobId, ev); }
-        else if (waiting[ev.jobId]) { waiting[ev.jobId].push(ev); }
-      },
-      snapshot: function () {
-        if (seenSnapshot) { refresh("#jobs-table"); }  // a reconnect that could not resume
-        seenSnapshot = true;
-      },
-      dropped: function () { refresh("#jobs-table"); },
-      end: function () {
-        source.close();
-        var s = state();
-        if (s) { s.textContent = "Live updates stopped: the server is shutting down."; }
-      }
-    }, state);
-
+    // After any swap (a refresh, a filter, a page): follow the rows now shown, if they changed.
+    document.addEventListener("htmx:afterSettle", function () { connect(); });
     document.addEventListener("htmx:afterRequest", function (e) {
       var ids = e.detail.xhr && e.detail.xhr.getResponseHeader("X-Submitted-Jobs");
-      if (ids) { ids.split(",").reverse().forEach(function (id) { ensureRow(id, null); }); }
+      if (ids) { refresh("#jobs-table"); }  // the new job's row, at once
     });
+    connect();
   }
 
   // ---------------------------------------------------------------- one job
@@ -244,8 +258,9 @@
         refresh("#dlq-table");
       }
     }, 400);
-    stream("/api/v1/events?limit=0", {
-      dead_lettered: later, replayed: later, snapshot: function () {}, dropped: later
+    stream("/api/v1/events?limit=0&activity=dead_lettered,replayed", {
+      activity: function (ev) { if (ev.deadLettered || ev.replayed) { later(); } },
+      dropped: later
     });
   }
 
