@@ -67,15 +67,32 @@ def migrate(c: Context, rollback: int = 0, show: bool = False) -> None:
     c.run(f"{PY} -m taskflow migrate{flags}")
 
 
-@task(help={"host": "bind address", "port": "port"})
-def up(c: Context, host: str = "127.0.0.1", port: int = 8000) -> None:
+@task(help={"host": "bind address", "port": "port", "dashboard": "also the Panel dashboard (5006)"})
+def up(c: Context, host: str = "127.0.0.1", port: int = 8000, dashboard: bool = False) -> None:
     """Run TaskFlow in one process on the embedded defaults (`taskflow up`).
 
     This process becomes `taskflow up` (exec): signals reach it directly, so Ctrl-C or
     SIGTERM drain it gracefully (the embedded PostgreSQL stops with it), and its exit code is
     this command's."""
     sys.stdout.flush()
-    os.execv(PY, [PY, "-m", "taskflow", "up", "--host", host, "--port", str(port)])
+    extra = ["--dashboard"] if dashboard else []
+    os.execv(PY, [PY, "-m", "taskflow", "up", "--host", host, "--port", str(port), *extra])
+
+
+@task(
+    help={
+        "url": "the API whose metrics stream it reads (TASKFLOW_URL, else http://127.0.0.1:8000)",
+        "port": "the dashboard's port (TASKFLOW_DASHBOARD_PORT, else 5006)",
+    }
+)
+def dashboard(c: Context, url: str = "", port: int = 0) -> None:
+    """The live Panel dashboard (`taskflow dashboard`) on http://127.0.0.1:5006/dashboard;
+    a key in TASKFLOW_KEY when the API requires keys."""
+    sys.stdout.flush()
+    args = [PY, "-m", "taskflow", "dashboard"]
+    args += ["--api-url", url] if url else []
+    args += ["--port", str(port)] if port else []
+    os.execv(PY, args)
 
 
 @task(
@@ -138,6 +155,23 @@ def load(
 def bench_http(c: Context) -> None:
     """HTTP submit throughput and end-to-end latency of `taskflow up` (perf/bench_http.py)."""
     c.run(f"{PY} perf/bench_http.py")
+
+
+@task(
+    help={
+        "jobs": "queued no-op jobs per sample (10000)",
+        "subscribers": "SSE subscribers (200)",
+        "repeat": "repetitions, interleaved (3)",
+    }
+)
+def bench_streams(c: Context, jobs: int = 10000, subscribers: int = 200, repeat: int = 3) -> None:
+    """What live SSE subscribers cost an API process: broker queues and connections, and the
+    drain of one worker with and without them (perf/bench_streams.py)."""
+    c.run(
+        f"{PY} perf/bench_streams.py --jobs {jobs} --subscribers {subscribers}"
+        f" --repeat {repeat} --out perf/results/streams.json",
+        pty=False,
+    )
 
 
 @task
@@ -397,8 +431,8 @@ def _named(name: str, *tasks_: Any) -> Collection:
 
 
 ns = Collection(
-    lint, typecheck, test, check, fmt, migrate, up, bench, bench_embedded, load, bench_http,
-    bench_auth, stats, cleanup,
+    lint, typecheck, test, check, fmt, migrate, up, dashboard, bench, bench_embedded, load,
+    bench_http, bench_auth, bench_streams, stats, cleanup,
 )  # fmt: skip
 ns.add_collection(_named("jobs", jobs_submit, jobs_list, jobs_show, jobs_cancel, jobs_logs))
 ns.add_collection(_named("dlq", dlq_list, dlq_show, dlq_replay, dlq_purge))

@@ -298,3 +298,71 @@ def test_the_embedded_postgres_stops_with_its_owner_even_after_kill_9(tmp_path: 
         assert status == 202, body
     finally:
         assert service.stop() == 0
+
+
+def read_sse_until_end(sock: socket.socket, timeout: float) -> list[str]:
+    """The ``event:`` names of an SSE response read from ``sock`` until ``end`` (or EOF)."""
+    sock.settimeout(timeout)
+    buffer, kinds = b"", []
+    while "end" not in kinds:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        buffer += chunk
+        kinds = [
+            line.split(b":", 1)[1].strip().decode()
+            for line in buffer.split(b"\n")
+            if line.startswith(b"event:")
+        ]
+    return kinds
+
+
+def open_sse(url: str, path: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+    return sock
+
+
+def test_open_streams_end_with_shutting_down_when_the_process_drains(service: Service) -> None:
+    service.start()
+    status, body = service.submit("sleep", [{"seconds": 5}], delay_seconds=600)
+    assert status == 202, body
+    (job_id,) = body["taskIds"]
+    streams = [
+        open_sse(service.url, f"/api/v1/jobs/{job_id}/events"),
+        open_sse(service.url, "/api/v1/events?limit=0"),
+        open_sse(service.url, "/api/v1/events?jobs=" + job_id + "&activity=true"),
+    ]
+    try:
+        time.sleep(1.0)  # every stream has sent its snapshot
+        started = time.monotonic()
+        service.signal(signal.SIGTERM)
+        for sock in streams:
+            kinds = read_sse_until_end(sock, timeout=20)
+            assert kinds[0] == "snapshot" and kinds[-1] == "end", kinds
+        assert service.wait(30) == 0
+        assert time.monotonic() - started < 15, "the streams held the drain up"
+    finally:
+        for sock in streams:
+            sock.close()
+
+
+def test_a_stream_says_why_it_ended(service: Service) -> None:
+    service.start()
+    sock = open_sse(service.url, "/api/v1/events?limit=0")
+    try:
+        time.sleep(0.5)
+        service.signal(signal.SIGTERM)
+        sock.settimeout(20)
+        raw = b""
+        while b"event: end" not in raw:
+            chunk = sock.recv(65536)
+            assert chunk, raw
+            raw += chunk
+        while not raw.rstrip().endswith(b"}"):
+            raw += sock.recv(65536)
+    finally:
+        sock.close()
+    assert b'"reason":"shutting_down"' in raw.split(b"event: end", 1)[1]
+    assert service.wait(30) == 0

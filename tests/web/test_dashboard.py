@@ -164,11 +164,16 @@ def test_make_dashboard_outside_a_server_is_a_static_page() -> None:
     assert "TaskFlow" in page[0].object
 
 
-def test_dashboard_command_serves_the_page_and_stops_on_sigterm(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "command", [("-m", "taskflow", "dashboard"), ("-m", "invoke", "dashboard")]
+)
+def test_dashboard_command_serves_the_page_and_stops_on_sigterm(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
     port = free_port()
     env = {**os.environ, "TASKFLOW_HOME": str(tmp_path)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "taskflow", "dashboard", "--port", str(port)],
+        [sys.executable, *command, "--port", str(port)],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,

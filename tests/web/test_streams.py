@@ -206,6 +206,32 @@ async def test_an_all_jobs_subscriber_that_falls_behind_skips_ahead_and_is_told(
     assert kept == [46.0, 47.0, 48.0, 49.0]  # the newest ones
 
 
+async def test_the_all_jobs_stream_writes_a_burst_in_a_few_writes(
+    client: Client, runtime: Runtime
+) -> None:
+    jid = str(uuid.uuid4())
+    async with client.request("/api/v1/events?limit=0") as connection:
+        await connection.send_complete()
+        assert b"event: snapshot" in await connection.receive() + await connection.receive()
+        # 400 events over 2 s, 20 at a time every 100 ms
+        for step in range(20):
+            burst = [
+                JobProgressed(job_id=jid, attempt=1, percent=float(i), message=None, at=1.0)
+                for i in range(step * 20, step * 20 + 20)
+            ]
+            await runtime.resources.events.publish(burst)
+            await anyio.sleep(0.1)
+        writes, frames = 0, 0
+        with anyio.move_on_after(0.6):
+            while frames < 400:
+                chunk = await connection.receive()
+                writes += 1
+                frames += chunk.count(b"event: progress\n")
+        await connection.disconnect()
+    assert frames == 400
+    assert writes <= 2 / 0.25 + 3  # a write per 250 ms tick (and one for the last events)
+
+
 async def test_a_closed_stream_lets_go_of_its_listener(client: Client, runtime: Runtime) -> None:
     (jid,) = await submit(client, "sleep", [{"seconds": 30}], delay_seconds=60)
     async with open_stream(client, f"/api/v1/jobs/{jid}/events") as reader:
