@@ -9,7 +9,8 @@ class name on the command line):
 - ``Submitter`` (weight 3): single jobs, batches of 20, a delayed job, high priority,
   an idempotent retry of the same request (expects 200 ``Idempotent-Replayed``).
 - ``Reader`` (weight 2): gets jobs it submitted, lists jobs by status, pages the DLQ.
-- ``Dashboard`` (weight 1): polls metrics and health once a second, as an open dashboard does.
+- ``Dashboard`` (weight 1): polls metrics and health once a second, as a monitoring client
+  without streams does (the Panel dashboard itself reads one metrics stream per process).
 
 The tasks are the demo ones (``echo``, ``sleep``), so run the server with ``taskflow up``
 or with ``TASKFLOW_DEMO=true`` (compose sets it). Any non-2xx answer counts as a failure,

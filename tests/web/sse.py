@@ -82,6 +82,12 @@ class Reader:
                     self.frames.append(parse_block(block))
         return self
 
+    async def drain(self, seconds: float) -> Reader:
+        """Read whatever arrives in the next ``seconds``."""
+        with anyio.move_on_after(seconds):
+            await self.read_until(lambda r: False, timeout=seconds + 5)
+        return self
+
     async def until_kind(self, kind: str, timeout: float = 10.0) -> Frame:
         await self.read_until(lambda r: kind in r.kinds(), timeout)
         return next(f for f in self.events if f.kind == kind)

@@ -302,6 +302,25 @@ async def test_a_watch_of_some_jobs_carries_only_theirs(client: Client) -> None:
     assert {f.data["jobId"] for f in lifecycle(reader)} == set(watched)
 
 
+async def test_a_watch_with_nothing_to_say_keeps_its_connection_alive(
+    client: Client, runtime: Runtime
+) -> None:
+    mine, busy = str(uuid.uuid4()), str(uuid.uuid4())
+    async with open_stream(client, f"/api/v1/events?jobs={mine}&activity=replayed") as reader:
+        await reader.until_kind("snapshot")
+        # Busy with other jobs' events for 1.2 s, then idle: keep-alives either way.
+        for i in range(24):
+            event = JobProgressed(job_id=busy, attempt=1, percent=float(i), message=None, at=1.0)
+            await runtime.resources.events.publish([event])
+            await reader.drain(0.05)
+        busy_keepalives = sum(f.comment == "keep-alive" for f in reader.frames)
+        await reader.read_until(
+            lambda r: sum(f.comment == "keep-alive" for f in r.frames) >= busy_keepalives + 2
+        )
+    assert busy_keepalives >= 2  # every 0.3 s while the hub was busy with other jobs
+    assert reader.kinds() == ["snapshot"]
+
+
 async def test_activity_counts_what_happened_to_every_job(client: Client) -> None:
     async with open_stream(client, "/api/v1/events?limit=0&activity=true") as reader:
         await reader.until_kind("snapshot")
