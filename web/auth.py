@@ -220,8 +220,9 @@ class Auth:
             websocket.headers, websocket.cookies.get(SESSION_COOKIE), websocket.remote_addr
         )
         g.taskflow_caller = caller
-        if caller.via_cookie:
-            refuse_cross_site(websocket.headers, websocket.host_url)
+        if caller.via_cookie:  # a browser's Origin is the page's: http(s), not ws(s)
+            scheme = "https" if websocket.scheme in ("wss", "https") else "http"
+            refuse_cross_site(websocket.headers, f"{scheme}://{websocket.host}")
         if self.required:
             self.check(caller, needed, htmx=False)
 

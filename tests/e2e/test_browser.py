@@ -423,6 +423,17 @@ def test_with_keys_the_pages_ask_once_and_keep_the_key_out_of_urls(
         job_id = submitted_id(answer.value)
         tab.locator(f'#job-{job_id}[data-status="completed"]').wait_for(timeout=15_000)
         assert "Key operator" in tab.locator("header").inner_text()
+        # The seed's WebSocket from the signed-in page: the session cookie is its key.
+        socket = tab.evaluate(
+            """id => new Promise((resolve) => {
+                const seen = [];
+                const ws = new WebSocket(`ws://${location.host}/api/v1/jobs/${id}/status`);
+                ws.onmessage = (m) => seen.push(JSON.parse(m.data).event);
+                ws.onclose = (c) => resolve({seen, code: c.code});
+            })""",
+            job_id,
+        )
+        assert socket == {"seen": ["snapshot", "end"], "code": 1000}
     finally:
         context.close()
         svc.stop()

@@ -5,6 +5,7 @@ form's inline errors, the dead-letter actions, cancel, the login flow and the se
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import uuid
 from html.parser import HTMLParser
@@ -478,3 +479,32 @@ async def test_the_streams_take_the_session_cookie(keyed: Quart, runtime: Runtim
 async def test_auth_off_has_no_login(client: Client) -> None:
     response = await client.get("/login")
     assert response.status_code == 303 and response.headers["Location"] == "/"
+
+
+async def test_the_websocket_takes_a_key_or_the_cookie_from_this_site_only(
+    keyed: Quart, runtime: Runtime
+) -> None:
+    from quart.testing.connections import WebsocketResponseError
+
+    _, key = await runtime.create_key("viewer", ["read"])
+    jid = await runtime.submit("echo", {})
+    await runtime.wait(jid, timeout=10)
+    path = f"/api/v1/jobs/{jid}/status"
+
+    async def first_message(client: Client, headers: dict[str, str]) -> Any:
+        async with client.websocket(path, headers=headers) as socket:
+            return json.loads(await socket.receive())
+
+    anonymous = keyed.test_client()
+    with pytest.raises(WebsocketResponseError) as refused:
+        await first_message(anonymous, {})
+    await assert_error(refused.value.response, 401, "unauthorized")
+    bearer = await first_message(keyed.test_client(), {"Authorization": f"Bearer {key}"})
+    assert bearer["event"] == "snapshot"
+    browser = keyed.test_client()
+    await login(browser, key)
+    own = await first_message(browser, {"Origin": "http://localhost"})
+    assert own["event"] == "snapshot"
+    with pytest.raises(WebsocketResponseError) as foreign:
+        await first_message(browser, {"Origin": "https://evil.example"})
+    await assert_error(foreign.value.response, 403, "cross_site_request")
