@@ -1,10 +1,12 @@
 """EventHub: the process's one subscription to job events, fanned out to every live stream.
 
 SSE streams, WebSockets and the pages' live rows attach here, in memory: a subscriber costs
-no broker queue, binding or round trip, however many there are. Each listener has its own
-bounded buffer; an event that finds it full is dropped for that listener only and counted,
-so the stream can say so (``take_dropped``). The hub never waits for a listener: a slow
-browser cannot slow the bus, the metrics or the workers.
+no broker queue, binding or round trip, however many there are. A listener (one job, or a
+set of jobs) has its own bounded buffer; an event that finds it full is dropped for that
+listener only and counted, so the stream can say so (``take_dropped``). A follower (every
+job) has no buffer: a cursor in the ring, from which it takes everything new in one slice.
+The hub never waits for either: a slow browser cannot slow the bus, the metrics or the
+workers.
 
 Every event gets a sequence number; the last ``ring`` events are kept so a stream that
 reconnects with ``Last-Event-ID`` gets what it missed (``listen(after=...)``). An id from
@@ -181,6 +183,7 @@ class EventHub:
             self.id = uuid.uuid4().hex[:8]  # a restarted hub cannot resume the old ids
             self._seq = 0
             self._ring.clear()
+            self._joined.clear()  # keyed by sequence numbers, which start again
             self._running = True
             task_status.started()
             try:

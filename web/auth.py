@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from quart import (
     Quart,
@@ -198,7 +198,7 @@ class Auth:
     async def authorize(self) -> Response | None:
         caller = current_caller()
         if caller.via_cookie and request.method not in SAFE_METHODS:
-            refuse_cross_site(request.headers, request.host_url)
+            refuse_cross_site(request.headers, self._hosts(request.host, request.remote_addr))
         if not self.required or request.endpoint is None:  # unknown route: the 404 says so
             return None
         view = current_app.view_functions.get(request.endpoint)
@@ -220,11 +220,20 @@ class Auth:
             websocket.headers, websocket.cookies.get(SESSION_COOKIE), websocket.remote_addr
         )
         g.taskflow_caller = caller
-        if caller.via_cookie:  # a browser's Origin is the page's: http(s), not ws(s)
-            scheme = "https" if websocket.scheme in ("wss", "https") else "http"
-            refuse_cross_site(websocket.headers, f"{scheme}://{websocket.host}")
+        if caller.via_cookie:
+            refuse_cross_site(websocket.headers, self._hosts(websocket.host, websocket.remote_addr))
         if self.required:
             self.check(caller, needed, htmx=False)
+
+    def _hosts(self, host: str, peer: str | None) -> tuple[str, ...]:
+        """The host (and port) a page of this server has: the request's ``Host``, and behind
+        a trusted proxy (``TASKFLOW_TRUSTED_PROXIES``) the ``X-Forwarded-Host`` it sets."""
+        hosts = [host.lower()]
+        headers = request.headers if has_request_context() else websocket.headers
+        forwarded = headers.get("X-Forwarded-Host")
+        if forwarded and peer and _trusted(peer, self.trusted):
+            hosts += [h.strip().lower() for h in forwarded.split(",") if h.strip()]
+        return tuple(hosts)
 
     def check(self, caller: Caller, needed: Scope, *, htmx: bool) -> None:
         """Raise 401 ``unauthorized`` or 403 ``forbidden`` unless ``caller`` has ``needed``.
@@ -262,14 +271,15 @@ class Auth:
             )
 
 
-def refuse_cross_site(headers: Headers, host_url: str) -> None:
-    """A request that changes something with the session cookie must come from this
-    origin (``Origin``, else ``Sec-Fetch-Site``): 403 ``cross_site_request`` otherwise. The
+def refuse_cross_site(headers: Headers, hosts: tuple[str, ...]) -> None:
+    """A request that changes something with the session cookie (and every WebSocket that
+    carries it) must come from a page of this server: its ``Origin`` names one of ``hosts``
+    (host and port; the scheme is left out, since a proxy may end TLS), else
+    ``Sec-Fetch-Site`` says ``same-origin``. 403 ``cross_site_request`` otherwise. The
     cookie is SameSite=Strict as well; this also covers browsers that ignore that."""
     origin = headers.get("Origin")
-    own = host_url.rstrip("/")
     if origin is not None:
-        if origin.rstrip("/") == own:
+        if urlsplit(origin).netloc.lower() in hosts:
             return
     elif headers.get("Sec-Fetch-Site") in (None, "same-origin"):
         return
@@ -277,7 +287,7 @@ def refuse_cross_site(headers: Headers, host_url: str) -> None:
         403,
         "cross_site_request",
         "This request carries the pages' session cookie but comes from another site.",
-        details={"origin": origin, "expected": own},
+        details={"origin": origin, "expected": list(hosts)},
     )
 
 

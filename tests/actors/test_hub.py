@@ -232,3 +232,24 @@ async def test_a_follower_resumes_after_a_known_id_and_is_closed_with_the_hub() 
     assert resumed.closed and resumed.ready()
     with hub.follow() as late:
         assert late.closed and await late.wait(timeout=1)
+
+
+async def test_a_restarted_hub_never_serves_bytes_joined_before_the_restart() -> None:
+    bus = MemoryEventBus()
+    hub = EventHub(events=bus)
+
+    def frame(item: Stamped) -> bytes:
+        return f"{hub.id}:{item.seq}:{item.event.percent};".encode()  # type: ignore[union-attr]
+
+    joined = []
+    for run in range(2):
+        async with anyio.create_task_group() as tg:
+            await tg.start(hub.run)
+            with hub.follow() as follower:
+                await bus.publish([progressed("a", float(10 * run + i)) for i in range(3)])
+                assert await follower.wait(timeout=5)
+                items, _ = follower.take(limit=10, behind=100)
+                joined.append(hub.joined(items, frame))
+            tg.cancel_scope.cancel()
+    assert joined[0] != joined[1]  # the same sequence numbers, other events
+    assert joined[1].endswith(b":3:12.0;")

@@ -508,3 +508,29 @@ async def test_the_websocket_takes_a_key_or_the_cookie_from_this_site_only(
     with pytest.raises(WebsocketResponseError) as foreign:
         await first_message(browser, {"Origin": "https://evil.example"})
     await assert_error(foreign.value.response, 403, "cross_site_request")
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_behind_a_proxy_the_page_may_be_https_and_the_host_forwarded(
+    runtime: Runtime, settings: Settings, trusted: bool
+) -> None:
+    proxies = ("127.0.0.1/32", "::1") if trusted else ()
+    app = create_app(
+        runtime, dataclasses.replace(settings, auth="required", trusted_proxies=proxies)
+    )
+    client = app.test_client()
+    _, key = await runtime.create_key("operator", ["submit", "read"])
+    await login(client, key)
+    form = {"task": "echo", "payload": "{}"}
+    tls_ended = await client.post("/ui/jobs", form=form, headers={"Origin": "https://localhost"})
+    assert tls_ended.status_code == 200  # the scheme does not count: a proxy may end TLS
+    forwarded = await client.post(
+        "/ui/jobs",
+        form=form,
+        headers={"Origin": "https://jobs.example.com", "X-Forwarded-Host": "jobs.example.com"},
+        scope_base={"client": ("127.0.0.1", 40000)},  # the proxy's address
+    )
+    if trusted:
+        assert forwarded.status_code == 200
+    else:  # anyone can send X-Forwarded-Host: only a trusted proxy's counts
+        await assert_error(forwarded, 403, "cross_site_request")
