@@ -265,30 +265,6 @@ Event = (
 Command = NewJob | SubmitJobs | JobMessage | RunJob | DeadLetterJob | CancelRequested
 Message = Command | AttemptFinished | Event
 
-ALL_MESSAGE_TYPES: tuple[type, ...] = (
-    NewJob,
-    SubmitJobs,
-    JobMessage,
-    RunJob,
-    DeadLetterJob,
-    CancelRequested,
-    AttemptSucceeded,
-    AttemptFailed,
-    AttemptCancelled,
-    JobSubmitted,
-    JobStarted,
-    JobProgressed,
-    JobSucceeded,
-    JobFailed,
-    JobCancelled,
-    JobScheduled,
-    JobDeadLettered,
-    JobReplayed,
-    WorkerHeartbeat,
-)
-
-TERMINAL_EVENTS = (JobSucceeded, JobDeadLettered, JobCancelled)
-
 JOB_EVENTS: tuple[type[Event], ...] = (
     JobSubmitted,
     JobStarted,
@@ -302,3 +278,19 @@ JOB_EVENTS: tuple[type[Event], ...] = (
 )
 """A job's public lifecycle events, in the order they may happen: what live streams carry
 (not worker heartbeats, not cancel control)."""
+
+ALL_MESSAGE_TYPES: tuple[type, ...] = (
+    NewJob,
+    SubmitJobs,
+    JobMessage,
+    RunJob,
+    DeadLetterJob,
+    CancelRequested,
+    AttemptSucceeded,
+    AttemptFailed,
+    AttemptCancelled,
+    *JOB_EVENTS,
+    WorkerHeartbeat,
+)
+
+TERMINAL_EVENTS = (JobSucceeded, JobDeadLettered, JobCancelled)

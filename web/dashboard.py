@@ -24,7 +24,8 @@ from bokeh.models import ColumnDataSource, DataRange1d, FactorRange
 from bokeh.models.widgets.tables import DataTable, HTMLTemplateFormatter, TableColumn
 from bokeh.plotting import figure
 
-from web.metrics_feed import HISTORY_POINTS, MetricsFeed, Point
+from actors.metrics import HISTORY_POINTS, HistoryPoint
+from web.metrics_feed import MetricsFeed
 
 pn: Any = panel  # Panel's constructors and pn.serve are untyped: use them through Any
 
@@ -205,7 +206,7 @@ class Dashboard:
         elif not feed.live:
             self.status.object = f"**{feed.status}** ({feed.api_url})"
 
-    def _extend(self, points: list[Point]) -> None:
+    def _extend(self, points: list[HistoryPoint]) -> None:
         t = [_when(p.at) for p in points]
         self.rates.stream(
             {

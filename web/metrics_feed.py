@@ -20,57 +20,44 @@ from typing import Any
 import anyio
 import httpx
 
+from actors.metrics import HISTORY_POINTS
+from actors.metrics import HistoryPoint as Point
 from taskflow.log import get_logger
 
 log = get_logger("taskflow.dashboard")
 
 STREAM_PATH = "/api/v1/metrics/stream"
-HISTORY_POINTS = 600
-"""10 minutes at one point a second."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Point:
-    """One sample of the charts: epoch seconds, rates per second, latencies in seconds."""
+def point_from_history(raw: Mapping[str, Any]) -> Point:
+    """A point of the stream's ``history`` event (``HistoryPoint`` as JSON)."""
+    return Point(
+        at=float(raw["at"]),
+        throughput=float(raw.get("throughput", 0.0)),
+        failures=float(raw.get("failures", 0.0)),
+        p50=float(raw.get("p50", 0.0)),
+        p95=float(raw.get("p95", 0.0)),
+        p99=float(raw.get("p99", 0.0)),
+        dead_letters=int(raw.get("dead_letters", 0)),
+        workers_online=int(raw.get("workers_online", 0)),
+        queue_depth=dict(raw.get("queue_depth") or {}),
+    )
 
-    at: float
-    throughput: float
-    failures: float
-    p50: float
-    p95: float
-    p99: float
-    dead_letters: int
-    workers_online: int
-    queue_depth: Mapping[str, int] = field(default_factory=dict)
 
-    @classmethod
-    def from_history(cls, raw: Mapping[str, Any]) -> Point:
-        return cls(
-            at=float(raw["at"]),
-            throughput=float(raw.get("throughput", 0.0)),
-            failures=float(raw.get("failures", 0.0)),
-            p50=float(raw.get("p50", 0.0)),
-            p95=float(raw.get("p95", 0.0)),
-            p99=float(raw.get("p99", 0.0)),
-            dead_letters=int(raw.get("dead_letters", 0)),
-            workers_online=int(raw.get("workers_online", 0)),
-            queue_depth=dict(raw.get("queue_depth") or {}),
-        )
-
-    @classmethod
-    def from_metrics(cls, metrics: Mapping[str, Any]) -> Point:
-        latency = metrics.get("end_to_end") or {}
-        return cls(
-            at=float(metrics["at"]),
-            throughput=float(metrics.get("throughput_1s", 0.0)),
-            failures=float(metrics.get("failures_1s", 0.0)),
-            p50=float(latency.get("p50") or 0.0),
-            p95=float(latency.get("p95") or 0.0),
-            p99=float(latency.get("p99") or 0.0),
-            dead_letters=int((metrics.get("jobs_by_status") or {}).get("failed", 0)),
-            workers_online=int(metrics.get("workers_online", 0)),
-            queue_depth=dict(metrics.get("queue_depth") or {}),
-        )
+def point_from_metrics(metrics: Mapping[str, Any]) -> Point:
+    """The point of one ``metrics`` event (the body of ``GET /api/v1/metrics``)."""
+    latency = metrics.get("end_to_end") or {}
+    return Point(
+        at=float(metrics["at"]),
+        throughput=float(metrics.get("throughput_1s", 0.0)),
+        failures=float(metrics.get("failures_1s", 0.0)),
+        p50=float(latency.get("p50") or 0.0),
+        p95=float(latency.get("p95") or 0.0),
+        p99=float(latency.get("p99") or 0.0),
+        dead_letters=int((metrics.get("jobs_by_status") or {}).get("failed", 0)),
+        workers_online=int(metrics.get("workers_online", 0)),
+        queue_depth=dict(metrics.get("queue_depth") or {}),
+    )
 
 
 class FeedError(Exception):
@@ -163,11 +150,11 @@ class MetricsFeed:
                 if kind == "history":
                     points = json.loads(data).get("points", [])
                     self.points.clear()
-                    self.points.extend(Point.from_history(p) for p in points)
+                    self.points.extend(point_from_history(p) for p in points)
                     self._changed(live=True, status="live")
                 elif kind == "metrics":
                     self.latest = json.loads(data)
-                    self.points.append(Point.from_metrics(self.latest))
+                    self.points.append(point_from_metrics(self.latest))
                     self._changed(live=True, status="live")
                 elif kind == "end":
                     return

@@ -16,6 +16,7 @@ it missed while the hub still holds them, else a new snapshot.
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator, Sequence
 
@@ -277,20 +278,7 @@ async def metrics_stream() -> Response:
 
 async def _metrics_events(runtime: Runtime, interval: float) -> AsyncIterator[bytes]:
     yield f"retry: {RETRY_MS}\n\n".encode()
-    history = [
-        {
-            "at": p.at,
-            "throughput": p.throughput,
-            "failures": p.failures,
-            "p50": p.p50,
-            "p95": p.p95,
-            "p99": p.p99,
-            "queue_depth": dict(p.queue_depth),
-            "dead_letters": p.dead_letters,
-            "workers_online": p.workers_online,
-        }
-        for p in runtime.tree.metrics.history()
-    ]
+    history = [dataclasses.asdict(point) for point in runtime.tree.metrics.history()]
     yield sse("history", encode_json({"points": history}))
     while True:
         cache = runtime.resources.cache.statistics()
