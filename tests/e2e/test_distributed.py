@@ -202,3 +202,66 @@ def test_cancel_reaches_the_worker_running_the_job(
         done = api.wait_terminal([job_id], timeout=30)[job_id]
         assert done["status"] == "cancelled"
         assert time.monotonic() - started < 5  # the event, not the lease renewal fallback
+
+
+def broker_resources(vhost: Vhost) -> tuple[list[str], int]:
+    """The vhost's queue names and its number of connections."""
+    from tests.rabbit import rabbitmqctl
+
+    queues = sorted(rabbitmqctl("list_queues", "-p", vhost.name, "name").split())
+    connections = rabbitmqctl("list_connections", "vhost").split()
+    return queues, connections.count(vhost.name)
+
+
+class Stream:
+    """A raw SSE subscriber: reads and keeps everything the server sends."""
+
+    def __init__(self, url: str, path: str) -> None:
+        import socket
+
+        host, port = url.removeprefix("http://").split(":")
+        self.sock = socket.create_connection((host, int(port)), timeout=30)
+        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        self.data = b""
+
+    def read_until(self, needle: bytes, count: int = 1, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.data.count(needle) < count:
+            assert time.monotonic() < deadline, self.data[-500:]
+            self.sock.settimeout(max(0.1, deadline - time.monotonic()))
+            chunk = self.sock.recv(65536)
+            assert chunk, "the stream ended"
+            self.data += chunk
+
+
+def test_live_subscribers_cost_no_broker_queue_or_connection(
+    tmp_path: Path, pg_url: str, rabbit_vhost: Vhost
+) -> None:
+    with cluster(tmp_path, pg_url, rabbit_vhost, workers=1) as (api, _):
+        status, body = api.submit("record", [{}], delay_seconds=600)  # stays open
+        assert status == 202, body
+        (later,) = body["taskIds"]
+        before = broker_resources(rabbit_vhost)
+        paths = (
+            ["/api/v1/events?limit=0"] * 10
+            + [f"/api/v1/jobs/{later}/events"] * 10
+            + [f"/api/v1/events?jobs={later}&activity=submitted"] * 10
+        )
+        streams = [Stream(api.url, path) for path in paths]
+        try:
+            for stream in streams:
+                stream.read_until(b"event: snapshot")
+            during = broker_resources(rabbit_vhost)
+            _, metrics = http("GET", f"{api.url}/api/v1/metrics")
+            assert metrics["actors"]["hub"]["listeners"] == 30
+            ids = submit_many(api, "record", [{"n": n} for n in range(50)])
+            for stream in streams[:10]:  # every event reaches every all-jobs stream
+                stream.read_until(b"event: succeeded\n", count=50)
+            for stream in streams[20:]:  # the page-like watches get the submissions counted
+                stream.read_until(b"event: activity")
+        finally:
+            for stream in streams:
+                stream.sock.close()
+        after = broker_resources(rabbit_vhost)
+    assert len(ids) == 50
+    assert before == during == after, (before, during, after)
