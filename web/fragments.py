@@ -86,9 +86,9 @@ async def cancel(task_id: str) -> Response:
 @hide
 @requires(Scope.SUBMIT)
 async def submit() -> Response:
-    """The submit form: the job is stored, then the form comes back empty with a link to it
-    (its row arrives in the table over the event stream); or 422 with each error next to
-    its field."""
+    """The submit form: the job is stored, then the form comes back empty, saying so, with
+    the new ids in ``X-Submitted-Jobs`` (the page refreshes its table); or the form as typed
+    with each error next to its field (``X-Form-Invalid: true``). Nothing is stored then."""
     state = current_state()
     form = await request.form
     values = {**empty_form(), **{k: (form.get(k) or "") for k in empty_form()}}
@@ -202,8 +202,9 @@ async def dlq_fragment() -> Response:
 @requires(Scope.ADMIN)
 async def replay_one(task_id: str) -> Response:
     """Replay one dead letter, with the payload as edited (only if it changed) and a reason;
-    the row comes back saying so. A payload that is not a JSON object: 422, the row again
-    with the error."""
+    the row comes back saying so. A payload that is not a JSON object, or a job that is no
+    longer a dead letter: the row again with the error (``X-Form-Invalid: true``), nothing
+    replayed."""
     runtime = current_state().runtime
     jid = job_id(task_id)
     job = await runtime.get(jid)
