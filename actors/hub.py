@@ -160,6 +160,8 @@ class EventHub:
     ring: int = 16384
     """Events kept for ``Last-Event-ID`` resumption and for followers to take from."""
     max_labels: int = 100_000
+    idle_after: float = 60.0
+    """Seconds after the last stream left that the hub keeps its ring (for reconnects)."""
     id: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     _seq: int = field(default=0, init=False)
     _ring: deque[Stamped] = field(init=False)
@@ -172,6 +174,9 @@ class EventHub:
     """Wakes the followers after each batch of events from the bus."""
     _joined: OrderedDict[tuple[int, int], bytes] = field(default_factory=OrderedDict, init=False)
     _running: bool = field(default=False, init=False)
+    _watched_until: float = field(default=0.0, init=False)
+    _idle: bool = field(default=False, init=False)
+    """Nobody has watched for ``idle_after`` seconds: events are only counted."""
     _received: int = field(default=0, init=False)
     _dropped_gone: int = field(default=0, init=False)
 
@@ -205,10 +210,16 @@ class EventHub:
 
     def deliver(self, event: Event) -> None:
         """Number ``event``, keep it in the ring and offer it to every listener it concerns.
-        Never blocks (``run`` calls it for each event from the bus)."""
+        Never blocks (``run`` calls it for each event from the bus). While no stream has been
+        attached for ``idle_after`` seconds (an embedded runtime, an API nobody watches) it
+        only counts: the ring is emptied then, so an id from before cannot be resumed over
+        the gap (a fresh snapshot instead)."""
         self._seq += 1
         self._received += 1
         self._counts[type(event)] += 1
+        watched = self._all or self._by_job or self._followers
+        if not watched and (self._idle or not self._recently_watched()):
+            return
         item = Stamped(self._seq, event)
         self._ring.append(item)
         job_id: str = getattr(event, "job_id", "")
@@ -217,6 +228,20 @@ class EventHub:
             listener.offer(item)
         for listener in self._by_job.get(job_id, ()):
             listener.offer(item)
+
+    def _recently_watched(self) -> bool:
+        """A stream left less than ``idle_after`` seconds ago (it may reconnect and resume);
+        else the hub goes idle: the ring and the joined bytes are dropped."""
+        if anyio.current_time() < self._watched_until:
+            return True
+        self._idle = True
+        self._ring.clear()
+        self._joined.clear()
+        return False
+
+    def _left(self) -> None:
+        """A stream let go: keep the ring ``idle_after`` seconds for its reconnect."""
+        self._watched_until = anyio.current_time() + self.idle_after
 
     @property
     def running(self) -> bool:
@@ -286,6 +311,7 @@ class EventHub:
             listener.offer(item)
         if not self._running:
             send.close()
+        self._idle = False
         groups = [self._all] if ids is None else [self._by_job.setdefault(i, set()) for i in ids]
         for group in groups:
             group.add(listener)
@@ -302,6 +328,7 @@ class EventHub:
             self._dropped_gone += listener.dropped_total
             send.close()
             receive.close()
+            self._left()
 
     def counts(self) -> Mapping[type[Event], int]:
         """Events received since the hub started, by type (read-only; copy to compare)."""
@@ -320,11 +347,13 @@ class EventHub:
             closed=not self._running,
         )
         self._followers.add(follower)
+        self._idle = False
         try:
             yield follower
         finally:
             self._followers.discard(follower)
             self._dropped_gone += follower.dropped_total
+            self._left()
 
     def joined(self, items: list[Stamped], frame: Callable[[Stamped], bytes]) -> bytes:
         """The frames of a run of consecutive events, joined once: followers that flush on

@@ -27,12 +27,19 @@ async def settle(hub: EventHub, events: int) -> None:
     await wait_until(lambda: hub.statistics().events >= events)
 
 
+def just_watched(hub: EventHub) -> None:
+    """A stream came and went: the hub keeps its ring for a while (for its reconnect)."""
+    with hub.listen(job_id="someone"):
+        pass
+
+
 @pytest.fixture
 async def running() -> AsyncIterator[tuple[MemoryEventBus, EventHub]]:
     bus = MemoryEventBus()
     hub = EventHub(events=bus, buffer=8, ring=16)
     async with anyio.create_task_group() as tg:
         await tg.start(hub.run)
+        just_watched(hub)
         yield bus, hub
         tg.cancel_scope.cancel()
 
@@ -223,6 +230,7 @@ async def test_a_follower_resumes_after_a_known_id_and_is_closed_with_the_hub() 
     hub = EventHub(events=bus)
     async with anyio.create_task_group() as tg:
         await tg.start(hub.run)
+        just_watched(hub)
         await bus.publish([progressed("a", float(i)) for i in range(3)])
         await settle(hub, 3)
         with hub.follow(after=hub.event_id(1)) as resumed:
@@ -245,6 +253,7 @@ async def test_a_restarted_hub_never_serves_bytes_joined_before_the_restart() ->
     for run in range(2):
         async with anyio.create_task_group() as tg:
             await tg.start(hub.run)
+            just_watched(hub)
             with hub.follow() as follower:
                 await bus.publish([progressed("a", float(10 * run + i)) for i in range(3)])
                 assert await follower.wait(timeout=5)
@@ -253,3 +262,27 @@ async def test_a_restarted_hub_never_serves_bytes_joined_before_the_restart() ->
             tg.cancel_scope.cancel()
     assert joined[0] != joined[1]  # the same sequence numbers, other events
     assert joined[1].endswith(b":3:12.0;")
+
+
+async def test_a_hub_nobody_watches_only_counts_and_keeps_nothing() -> None:
+    bus = MemoryEventBus()
+    hub = EventHub(events=bus, ring=16, idle_after=0.05)
+    async with anyio.create_task_group() as tg:
+        await tg.start(hub.run)
+        # Given a stream that left long enough ago, When events arrive
+        just_watched(hub)
+        await anyio.sleep(0.1)
+        await bus.publish(
+            [JobSubmitted(job_id=f"j{i}", task="t", queue="q", at=1.0) for i in range(5)]
+        )
+        await settle(hub, 5)
+        # Then they are numbered and counted, but neither kept nor learnt
+        assert hub.last_seq == 5 and hub.counts()[JobSubmitted] == 5
+        assert len(hub.ring_items()) == 0 and hub.labels("j0") is None
+        assert hub.resume_point(hub.event_id(2)) is None  # a gap: a fresh snapshot instead
+        with hub.listen() as listener:  # a stream arrives: from now on, everything
+            await bus.publish([progressed("a", 1.0)])
+            await settle(hub, 6)
+            assert seqs(receive_ready(listener.receive, 10)) == [6]
+            assert len(hub.ring_items()) == 1
+        tg.cancel_scope.cancel()
