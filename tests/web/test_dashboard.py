@@ -8,7 +8,6 @@ import dataclasses
 import itertools
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import pytest
 from actors.runtime import Runtime
 from taskflow.config import Settings
 from taskflow.messages import WorkerHeartbeat
+from tests.e2e.service import free_port
 from tests.polling import wait_until
 from web.app import create_app
 from web.dashboard import Dashboard, make_dashboard
@@ -30,13 +30,6 @@ from web.metrics_feed import MetricsFeed
 from web.server import WebServer
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.fixture
