@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import anyio
+import anyio.abc
 import anyio.lowlevel
 import pytest
 
@@ -229,15 +230,21 @@ async def test_a_follower_resumes_after_a_known_id_and_is_closed_with_the_hub() 
     bus = MemoryEventBus()
     hub = EventHub(events=bus)
     async with anyio.create_task_group() as tg:
-        await tg.start(hub.run)
+        hub_scope = anyio.CancelScope()
+
+        async def run_hub(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            with hub_scope:
+                await hub.run(task_status=task_status)
+
+        await tg.start(run_hub)
         just_watched(hub)
         await bus.publish([progressed("a", float(i)) for i in range(3)])
         await settle(hub, 3)
         with hub.follow(after=hub.event_id(1)) as resumed:
             assert resumed.resumed and seqs(resumed.take(10, 100)[0]) == [2, 3]
-            tg.cancel_scope.cancel()
-            await anyio.lowlevel.checkpoint()
-    assert resumed.closed and resumed.ready()
+            hub_scope.cancel()  # the hub stops; this task (still following) is not cancelled
+            await wait_until(lambda: not hub.running)
+            assert resumed.closed and resumed.ready()
     with hub.follow() as late:
         assert late.closed and await late.wait(timeout=1)
 
