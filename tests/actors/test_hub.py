@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 
 import anyio
 import anyio.abc
-import anyio.lowlevel
 import pytest
 
 from actors.hub import EventHub, Stamped
@@ -26,6 +25,19 @@ def progressed(job_id: str, percent: float) -> JobProgressed:
 async def settle(hub: EventHub, events: int) -> None:
     """Wait until the hub has taken ``events`` events from the bus."""
     await wait_until(lambda: hub.statistics().events >= events)
+
+
+async def start_stoppable(tg: anyio.abc.TaskGroup, hub: EventHub) -> anyio.CancelScope:
+    """Run ``hub`` in ``tg`` under a scope of its own: cancelling it stops the hub alone, so
+    the test's task can still hold its streams and watch them being closed."""
+    scope = anyio.CancelScope()
+
+    async def run(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+        with scope:
+            await hub.run(task_status=task_status)
+
+    await tg.start(run)
+    return scope
 
 
 def just_watched(hub: EventHub) -> None:
@@ -134,12 +146,12 @@ async def test_stopping_the_hub_ends_every_listener_and_a_late_one_is_closed() -
     hub = EventHub(events=bus)
     with hub.listen() as early:
         async with anyio.create_task_group() as tg:
-            await tg.start(hub.run)
+            hub_scope = await start_stoppable(tg, hub)
             with hub.listen() as listener:
-                tg.cancel_scope.cancel()
-                await anyio.lowlevel.checkpoint()
-            with pytest.raises(anyio.EndOfStream):
-                await listener.receive.receive()
+                hub_scope.cancel()  # the hub stops while this task still listens
+                with pytest.raises(anyio.EndOfStream):
+                    await listener.receive.receive()
+            assert not hub.running
         with pytest.raises(anyio.EndOfStream):  # made before the hub ran: closed at once
             await early.receive.receive()
     with hub.listen() as late, pytest.raises(anyio.EndOfStream):
@@ -230,13 +242,7 @@ async def test_a_follower_resumes_after_a_known_id_and_is_closed_with_the_hub() 
     bus = MemoryEventBus()
     hub = EventHub(events=bus)
     async with anyio.create_task_group() as tg:
-        hub_scope = anyio.CancelScope()
-
-        async def run_hub(*, task_status: anyio.abc.TaskStatus[None]) -> None:
-            with hub_scope:
-                await hub.run(task_status=task_status)
-
-        await tg.start(run_hub)
+        hub_scope = await start_stoppable(tg, hub)
         just_watched(hub)
         await bus.publish([progressed("a", float(i)) for i in range(3)])
         await settle(hub, 3)
