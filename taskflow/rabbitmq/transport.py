@@ -37,10 +37,11 @@ import aiormq
 import aiormq.abc
 import anyio
 import anyio.lowlevel
+import msgspec
 from pamqp import commands as spec
 
 from taskflow.backoff import Backoff
-from taskflow.codec import encode
+from taskflow.codec import encode, encode_many
 from taskflow.errors import TransportError
 from taskflow.log import get_logger
 from taskflow.messages import JobMessage
@@ -75,15 +76,79 @@ class RabbitMQTransportStats:
     consumers: int
 
 
+@dataclass(slots=True)
+class _Packed:
+    """One broker message that carried ``size`` job references: it is settled once all of
+    them are, as a requeue if any asked for one, rejected if all were, else acked."""
+
+    size: int
+    remaining: int
+    requeue: bool = False
+    rejected: int = 0
+
+    def settle(self, kind: Settlement, requeue: bool) -> tuple[Settlement, bool] | None:
+        """Count one reference settled; the message's own settlement once it is the last."""
+        self.remaining -= 1
+        if kind == "nack":
+            if requeue:
+                self.requeue = True
+            else:
+                self.rejected += 1
+        if self.remaining:
+            return None
+        if self.requeue:
+            return "nack", True
+        if self.rejected == self.size:
+            return "nack", False
+        return "ack", False
+
+
 @dataclass(slots=True, kw_only=True)
 class _Tag:
     consumer: _Consumer
     session: Session
     channel: aiormq.abc.AbstractChannel
     delivery_tag: int
+    packed: _Packed | None = None
 
 
 _DEPTH_ERRORS: tuple[type[Exception], ...] = (TimeoutError, *DRIVER_ERRORS)
+
+PACK = 32
+"""Job references one broker message carries at most (``publish`` of a batch)."""
+PACKED = "JobMessages"
+"""The ``type`` property of a message that carries several references (``encode_many``)."""
+
+
+def pack(messages: Sequence[JobMessage], size: int) -> list[list[JobMessage]]:
+    """``messages`` in chunks of at most ``size`` that share a queue and a priority, in the
+    order given within each (queue, priority)."""
+    chunks: list[list[JobMessage]] = []
+    open_: dict[tuple[str, int], list[JobMessage]] = {}
+    for message in messages:
+        key = (message.queue, message.priority)
+        chunk = open_.get(key)
+        if chunk is None or len(chunk) >= size:
+            chunk = open_[key] = []
+            chunks.append(chunk)
+        chunk.append(message)
+    return chunks
+
+
+def _unpack(message: aiormq.abc.DeliveredMessage) -> list[bytes]:
+    """The bodies a delivery carries: one per job reference of a packed message, else the
+    body itself (something undecodable too: the dispatcher rejects it with its reason)."""
+    body = message.body
+    if message.header.properties.message_type != PACKED:
+        return [body]
+    try:
+        items = _split(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return [body]
+    return [bytes(item) for item in items] or [body]
+
+
+_split = msgspec.json.Decoder(list[msgspec.Raw]).decode
 
 
 class _Consumer:
@@ -98,7 +163,7 @@ class _Consumer:
         self.channel: aiormq.abc.AbstractChannel | None = None
         self.outstanding: set[int] = set()
         """Real delivery tags on ``channel`` not settled yet (buffered or handed out)."""
-        self._capacity = prefetch * max(1, len(self.queues))
+        self._capacity = prefetch * max(1, len(self.queues)) * transport.pack
         self._buffer: deque[Delivery] = deque()
         self._handed: set[int] = set()
         self._consumer_tags: list[str] = []
@@ -251,13 +316,22 @@ class _Consumer:
             raise ValueError("delivery without a delivery tag")
         if len(self._buffer) >= self._capacity:
             raise BufferError(f"more than {self._capacity} deliveries buffered")
-        tag = self._transport._register(
-            _Tag(consumer=self, session=session, channel=channel, delivery_tag=real)
-        )
+        bodies = _unpack(message)
+        packed = _Packed(size=len(bodies), remaining=len(bodies)) if len(bodies) > 1 else None
+        redelivered = bool(message.redelivered)
+        register, append = self._transport._register, self._buffer.append
+        for body in bodies:
+            tag = register(
+                _Tag(
+                    consumer=self,
+                    session=session,
+                    channel=channel,
+                    delivery_tag=real,
+                    packed=packed,
+                )
+            )
+            append(Delivery(tag=tag, body=body, queue=queue, redelivered=redelivered))
         self.outstanding.add(real)
-        self._buffer.append(
-            Delivery(tag=tag, body=message.body, queue=queue, redelivered=bool(message.redelivered))
-        )
         self._changed.notify()
 
     # ------------------------------------------------------------ settling
@@ -352,9 +426,13 @@ class RabbitMQTransport:
         confirm_window: int = 256,
         publish_timeout: float = 30.0,
         reconnect_wait: float = 1.0,
+        pack: int = PACK,
     ) -> None:
         if confirm_window < 1:
             raise ValueError("confirm_window must be >= 1")
+        if pack < 1:
+            raise ValueError("pack must be >= 1")
+        self.pack = pack
         self.connection = connection
         self.topology = Topology(prefix=prefix, quorum=quorum)
         self.confirm_window = confirm_window
@@ -388,8 +466,9 @@ class RabbitMQTransport:
             return
         session = await self._live_session()
         await self._ensure_declared(session, {m.queue for m in messages})
-        round_ = _PublishRound(total=len(messages))
-        pending = iter(messages)
+        chunks = pack(messages, self.pack)
+        round_ = _PublishRound(total=len(chunks))
+        pending = iter(chunks)
         channel = session.channel
         exchange = self.topology.jobs_exchange
 
@@ -397,28 +476,29 @@ class RabbitMQTransport:
             # A sender holds one slot of the transport-wide window (shared by concurrent
             # calls) and keeps one publish awaiting its confirmation at a time.
             async with self._window:
-                for message in pending:
-                    await publish_one(message)
+                for chunk in pending:
+                    await publish_one(chunk)
 
-        async def publish_one(message: JobMessage) -> None:
+        async def publish_one(chunk: Sequence[JobMessage]) -> None:
+            first = chunk[0]
             properties = spec.Basic.Properties(
                 delivery_mode=2,
-                priority=max(0, min(MAX_PRIORITY, message.priority)),
+                priority=max(0, min(MAX_PRIORITY, first.priority)),
                 content_type="application/json",
-                message_type="JobMessage",
+                message_type=PACKED if len(chunk) > 1 else "JobMessage",
             )
             try:
                 confirmation = await channel.basic_publish(
-                    encode(message),
+                    encode_many(chunk) if len(chunk) > 1 else encode(first),
                     exchange=exchange,
-                    routing_key=message.queue,
+                    routing_key=first.queue,
                     properties=properties,
                     mandatory=True,
                     wait=False,  # pipelined: the confirmation is what we wait for
                 )
             except aiormq.exceptions.PublishError as exc:
-                self._declared.discard(message.queue)  # deleted under us? declare again
-                round_.fail(f"unroutable to queue {message.queue!r}", exc)
+                self._declared.discard(first.queue)  # deleted under us? declare again
+                round_.fail(f"unroutable to queue {first.queue!r}", exc)
             except aiormq.exceptions.DeliveryError as exc:
                 round_.fail("nacked by the broker", exc)
             except Exception as exc:  # the channel or connection went away, or worse
@@ -426,13 +506,13 @@ class RabbitMQTransport:
             else:
                 if isinstance(confirmation, spec.Basic.Ack):
                     round_.confirmed += 1
-                    self._stats["published"] += 1
+                    self._stats["published"] += len(chunk)
                 else:
                     round_.fail(f"unexpected confirmation {confirmation!r}")
 
         async def senders(watcher: anyio.CancelScope) -> None:
             async with anyio.create_task_group() as tg:
-                for _ in range(min(self.confirm_window, len(messages))):
+                for _ in range(min(self.confirm_window, len(chunks))):
                     tg.start_soon(sender)
             watcher.cancel()
 
@@ -599,7 +679,9 @@ class RabbitMQTransport:
         return tag
 
     async def _settle(self, tags: Sequence[int], kind: Settlement, *, requeue: bool) -> None:
-        groups: dict[int, tuple[_Consumer, aiormq.abc.AbstractChannel, list[int]]] = {}
+        groups: dict[
+            tuple[int, Settlement, bool], tuple[_Consumer, aiormq.abc.AbstractChannel, list[int]]
+        ] = {}
         ignored = 0
         for tag in tags:
             entry = self._tags.pop(tag, None)
@@ -610,7 +692,13 @@ class RabbitMQTransport:
             if not entry.consumer.is_live(entry):
                 ignored += 1
                 continue
-            group = groups.setdefault(id(entry.channel), (entry.consumer, entry.channel, []))
+            how: tuple[Settlement, bool] | None = (kind, requeue)
+            if entry.packed is not None:
+                how = entry.packed.settle(kind, requeue)
+            if how is None:
+                continue  # its message waits for the other references it carried
+            key = (id(entry.channel), how[0], how[1])
+            group = groups.setdefault(key, (entry.consumer, entry.channel, []))
             group[2].append(entry.delivery_tag)
         if ignored:
             self._stats["stale_settles"] += ignored
@@ -618,9 +706,9 @@ class RabbitMQTransport:
         if not groups:
             await anyio.lowlevel.checkpoint()
             return
-        for consumer, channel, reals in groups.values():
-            if await consumer.settle(channel, reals, kind, requeue=requeue):
-                self._stats["acked" if kind == "ack" else "nacked"] += len(reals)
+        for (_, how_kind, how_requeue), (consumer, channel, reals) in groups.items():
+            if await consumer.settle(channel, reals, how_kind, requeue=how_requeue):
+                self._stats["acked" if how_kind == "ack" else "nacked"] += len(reals)
 
 
 @asynccontextmanager
@@ -634,6 +722,7 @@ async def open_rabbitmq_transport(
     connect_timeout: float = 15.0,
     backoff: Backoff | None = None,
     confirm_window: int = 256,
+    pack: int = PACK,
 ) -> AsyncIterator[RabbitMQTransport]:
     """Connect (retrying with backoff for up to ``connect_timeout``, then ``TransportError``),
     declare the topology, yield the transport, close. The connection is kept open in a task
@@ -647,7 +736,12 @@ async def open_rabbitmq_transport(
         backoff=backoff,
     )
     transport = RabbitMQTransport(
-        connection, queues=queues, prefix=prefix, quorum=quorum, confirm_window=confirm_window
+        connection,
+        queues=queues,
+        prefix=prefix,
+        quorum=quorum,
+        confirm_window=confirm_window,
+        pack=pack,
     )
     async with running(connection):
         yield transport

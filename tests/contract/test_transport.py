@@ -174,7 +174,8 @@ async def test_leaving_consume_requeues_unsettled_deliveries(
     transport: Transport, queue: str
 ) -> None:
     sent = [message(queue), message(queue), message(queue)]
-    await transport.publish(sent)
+    for one in sent:  # one call each: a batch may travel as one message (the test below)
+        await transport.publish([one])
 
     # Given a consumer that acks one delivery and leaves two unsettled
     async with transport.consume([queue], prefetch=5) as deliveries:
@@ -189,6 +190,51 @@ async def test_leaving_consume_requeues_unsettled_deliveries(
         assert {m.job_id for _, m in got} == {m.job_id for m in sent[1:]}
         assert all(d.redelivered for d, _ in got)
         await transport.ack([d.tag for d, _ in got])
+        await assert_nothing_arrives(deliveries)
+
+
+async def test_a_batch_is_delivered_one_reference_each_and_none_is_lost(
+    transport: Transport, queue: str
+) -> None:
+    """A batch published in one call may travel as one broker message (RabbitMQ packs up to
+    32 references in one): it is still delivered one reference each, and what was not settled
+    comes back; a reference settled already may come back with it (at least once)."""
+    sent = [message(queue, job_id=f"b{n}") for n in range(5)]
+    await transport.publish(sent)
+
+    async with transport.consume([queue], prefetch=5) as deliveries:
+        got = [await receive_message(deliveries) for _ in range(5)]
+        assert [m for _, m in got] == sent
+        assert len({d.tag for d, _ in got}) == 5
+        await transport.ack([got[0][0].tag, got[1][0].tag])
+        await transport.nack([got[2][0].tag], requeue=True)
+        # b3 and b4 are left unsettled
+
+    async with transport.consume([queue], prefetch=5) as deliveries:
+        again: dict[str, Delivery] = {}
+        with anyio.move_on_after(QUIET * 3):
+            while True:
+                delivery, got_message = await receive_message(deliveries)
+                again[got_message.job_id] = delivery
+        assert {"b2", "b3", "b4"} <= set(again)
+        assert all(d.redelivered for d in again.values())
+        await transport.ack([d.tag for d in again.values()])
+        await assert_nothing_arrives(deliveries)
+
+
+async def test_rejecting_every_reference_of_a_batch_does_not_redeliver_it(
+    transport: Transport, queue: str
+) -> None:
+    sent = [message(queue, job_id=f"r{n}") for n in range(3)]
+    await transport.publish(sent)
+
+    async with transport.consume([queue], prefetch=5) as deliveries:
+        got = [await receive(deliveries) for _ in range(3)]
+        await transport.nack([got[0].tag], requeue=False)
+        await transport.ack([got[1].tag])  # one acked, the others rejected: no redelivery
+        await transport.nack([got[2].tag], requeue=False)
+        await assert_nothing_arrives(deliveries)
+    async with transport.consume([queue], prefetch=5) as deliveries:
         await assert_nothing_arrives(deliveries)
 
 

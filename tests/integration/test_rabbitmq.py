@@ -17,6 +17,7 @@ import aiormq
 import anyio
 import anyio.lowlevel
 import pytest
+from pamqp import commands as spec
 
 from taskflow.codec import DecodeError, decode, encode
 from taskflow.errors import TransportError
@@ -50,7 +51,17 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def transport(rabbit_url: str) -> AsyncIterator[RabbitMQTransport]:
+    """One broker message per job reference (``pack=1``), so that the broker's prefetch and
+    redeliveries count references; the packed transport has tests of its own below."""
+    async with open_test_transport(rabbit_url, queues=["work"], pack=1) as transport:
+        yield transport
+
+
+@pytest.fixture
+async def packed(rabbit_url: str) -> AsyncIterator[RabbitMQTransport]:
+    """The default: a batch travels as messages of up to 32 references each."""
     async with open_test_transport(rabbit_url, queues=["work"]) as transport:
+        assert transport.pack == 32
         yield transport
 
 
@@ -356,7 +367,9 @@ async def test_a_failing_delivery_callback_nacks_instead_of_stalling(
 
 
 async def test_consumption_survives_a_lost_connection(rabbit_vhost: Vhost) -> None:
-    async with open_test_transport(rabbit_vhost.url, queues=["work"], cleanup=False) as transport:
+    async with open_test_transport(
+        rabbit_vhost.url, queues=["work"], cleanup=False, pack=1
+    ) as transport:
         sent = [message(job_id=f"m{n:02}") for n in range(30)]
         await transport.publish(sent)
         acked: Counter[str] = Counter()
@@ -626,6 +639,116 @@ async def test_concurrent_settlements_never_break_the_channel(
     assert done == Counter(m.job_id for m in sent)
     assert transport.connection.generation == generation
     assert transport.statistics().reconnects == 0
+
+
+# ------------------------------------------------------------------ packed batches
+
+
+async def test_a_batch_travels_as_few_messages_and_is_delivered_one_reference_each(
+    packed: RabbitMQTransport, rabbit_url: str
+) -> None:
+    # Given 100 references to one queue (two priorities) published in one call
+    sent = [message(job_id=f"m{n:03}", priority=n % 2) for n in range(100)]
+    await packed.publish(sent)
+
+    # Then they wait as 4 broker messages (50 per priority: 32 + 18 each)
+    assert await ready_count(rabbit_url, packed.topology.queue("work")) == 4
+    assert packed.statistics().published == 100
+
+    # and come out one delivery per reference, priority 1 first, in order within each
+    async with packed.consume(["work"], prefetch=100) as deliveries:
+        got = [await receive(deliveries) for _ in range(100)]
+        assert [job_id(d) for d in got] == [m.job_id for m in sent[1::2] + sent[::2]]
+        assert len({d.tag for d in got}) == 100
+        # a message is acked once every reference it carried is
+        await packed.ack([d.tag for d in got[:40]])
+        await anyio.sleep(QUIET)
+        assert packed.statistics().acked == 1  # the first 32 only
+        await packed.ack([d.tag for d in got[40:]])
+        await assert_nothing_arrives(deliveries)
+    assert packed.statistics().acked == 4
+    assert await ready_count(rabbit_url, packed.topology.queue("work")) == 0
+
+
+async def test_an_undecodable_packed_message_is_delivered_whole_for_the_dispatcher_to_reject(
+    packed: RabbitMQTransport, rabbit_url: str
+) -> None:
+    connection, channel = await raw_channel(rabbit_url)
+    try:
+        await channel.basic_publish(
+            b"[not json",
+            exchange=packed.topology.jobs_exchange,
+            routing_key="work",
+            properties=spec.Basic.Properties(message_type="JobMessages"),
+        )
+    finally:
+        await connection.close()
+    async with packed.consume(["work"], prefetch=5) as deliveries:
+        delivery = await receive(deliveries)
+        assert delivery.body == b"[not json"
+        await packed.nack([delivery.tag], requeue=False)
+        await assert_nothing_arrives(deliveries)
+
+
+async def test_a_lost_connection_redelivers_every_packed_reference_not_acked(
+    rabbit_vhost: Vhost,
+) -> None:
+    async with open_test_transport(rabbit_vhost.url, queues=["work"], cleanup=False) as transport:
+        sent = [message(job_id=f"m{n:02}") for n in range(40)]  # messages of 32 and 8
+        await transport.publish(sent)
+        async with transport.consume(["work"], prefetch=40) as deliveries:
+            first = [await receive(deliveries) for _ in range(40)]
+            await transport.ack([d.tag for d in first[32:]])  # the second message, whole
+            await transport.ack([d.tag for d in first[:31]])  # all but one of the first
+            await anyio.sleep(QUIET)
+            old = live_session(transport.connection)
+            await rabbit_vhost.close_connections("test: connection lost")
+            await reconnected(transport.connection, old)
+            # the first message comes back whole, the acked second one does not
+            again = [await receive(deliveries) for _ in range(32)]
+            assert [job_id(d) for d in again] == [m.job_id for m in sent[:32]]
+            assert all(d.redelivered for d in again)
+            await transport.ack([d.tag for d in again])
+            await assert_nothing_arrives(deliveries)
+
+
+async def test_concurrent_settlements_of_packed_references_lose_nothing(
+    packed: RabbitMQTransport,
+) -> None:
+    # Given 3,000 references in messages of 32, settled by six tasks at once, in batches, out
+    # of order, acks mixed with requeues
+    sent = [message(job_id=f"m{n}") for n in range(3000)]
+    await packed.publish(sent)
+    rng = random.Random(5)
+    done: set[str] = set()
+    generation = packed.connection.generation
+
+    async with packed.consume(["work"], prefetch=20) as deliveries:
+
+        async def settler() -> None:
+            while len(done) < len(sent):
+                with anyio.move_on_after(QUIET):
+                    batch = await receive_batch(deliveries, rng.randint(1, 40))
+                    rng.shuffle(batch)
+                    requeue = [d for d in batch if rng.random() < 0.01 and not d.redelivered]
+                    keep = [d for d in batch if d not in requeue]
+                    if requeue:
+                        await packed.nack([d.tag for d in requeue], requeue=True)
+                    await packed.ack([d.tag for d in keep])
+                    done.update(job_id(d) for d in keep)
+
+        with anyio.fail_after(60):
+            async with anyio.create_task_group() as tg:
+                for _ in range(6):
+                    tg.start_soon(settler)
+        await assert_nothing_arrives(deliveries)
+
+    # Then every reference was acked (a requeue brings its siblings back: at least once), on
+    # the one channel, which never closed, and the queue is empty
+    assert done == {m.job_id for m in sent}
+    assert packed.connection.generation == generation
+    stats = packed.statistics()
+    assert stats.nacked > 0 and stats.acked + stats.nacked >= 3000 // 32
 
 
 # ------------------------------------------------------------------ one subscription per process
