@@ -233,8 +233,11 @@ class ExecutorPool:
             )
 
         result: Any = None
+        scope = running.scope
+        if job.timeout:  # one scope for both: ``running.reason`` tells a stop from a timeout
+            scope.deadline = anyio.current_time() + job.timeout
         try:
-            with running.scope, anyio.move_on_after(job.timeout or float("inf")) as deadline:
+            with scope:
                 result = await self._call(spec, job, ctx, limiter, call, started)
         except Retry as exc:
             return failed(attempt.error_of("retry_requested", exc), retry_delay=exc.delay)
@@ -244,9 +247,9 @@ class ExecutorPool:
             message = "the lease expired; another attempt owns the job"
             return failed(JobError(code="lease_lost", message=message))
         lines = tuple(ctx.log_lines())
-        if running.scope.cancelled_caught or running.reason is StopReason.CANCELLED:
+        if running.reason is StopReason.CANCELLED:
             return attempt.cancelled(run, at=self.clock.now(), lines=lines)
-        if deadline.cancelled_caught:
+        if scope.cancelled_caught:  # not stopped by anyone (above): its deadline passed
             message = f"the attempt ran longer than its timeout of {job.timeout} s"
             return failed(JobError(code="timeout", message=message))
         return attempt.succeeded(

@@ -44,10 +44,11 @@ SPOOL_RETRY = 5.0
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ShipLines:
-    """Internal command: add ``records`` to the log of ``job_id``."""
+    """Internal command: add ``lines`` (JSON lines, each ending with a newline) to the log of
+    ``job_id``."""
 
     job_id: str
-    records: tuple[LogRecord, ...]
+    lines: tuple[bytes, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,9 +140,11 @@ class LogShipper:
         live = self._live.pop((outcome.job_id, outcome.attempt), None)
         if not self.enabled:
             return
-        records = [*(live.take() if live else ()), *_decode_lines(outcome.log_lines)]
-        records.append(self._ending(outcome))
-        self._queue(outcome.job_id, records)
+        # The outcome's lines are JSON already: written as they are, never decoded again.
+        lines = _encoded(live.take()) if live else []
+        lines += [line.encode("utf-8", "backslashreplace") + b"\n" for line in outcome.log_lines]
+        lines += _encoded([self._ending(outcome)])
+        self._queue(outcome.job_id, lines)
 
     def note(self, job_id: str, attempt: int, level: str, message: str, **fields: Any) -> None:
         """A lifecycle line (retry scheduled, dead-lettered, replayed, worker lost)."""
@@ -149,16 +152,16 @@ class LogShipper:
             item = joblog.record(
                 level, attempt, message, source="taskflow", ts=self.now(), **fields
             )
-            self._queue(job_id, [item])
+            self._queue(job_id, _encoded([item]))
 
-    def _queue(self, job_id: str, records: Sequence[LogRecord]) -> None:
-        if not records:
+    def _queue(self, job_id: str, lines: Sequence[bytes]) -> None:
+        if not lines:
             return
         try:
-            self._send.send_nowait(ShipLines(job_id=job_id, records=tuple(records)))
+            self._send.send_nowait(ShipLines(job_id=job_id, lines=tuple(lines)))
         except anyio.WouldBlock:
             self._dropped += 1
-            log.warning("log_lines_dropped", job_id=job_id, lines=len(records))
+            log.warning("log_lines_dropped", job_id=job_id, lines=len(lines))
         except (anyio.ClosedResourceError, anyio.BrokenResourceError):
             self._dropped += 1
 
@@ -219,7 +222,7 @@ class LogShipper:
         while True:
             await anyio.sleep(self.flush_interval)
             for (job_id, _), journal in list(self._live.items()):
-                self._queue(job_id, journal.take())
+                self._queue(job_id, _encoded(journal.take()))
             if self._spooled and self.now() >= self._retry_at:
                 await self._write([])  # upload the spool
 
@@ -247,12 +250,12 @@ class LogShipper:
     # ------------------------------------------------------------ writing
 
     async def _write(self, batch: Sequence[ShipLines]) -> None:
-        grouped: dict[str, list[LogRecord]] = {}
+        grouped: dict[str, list[bytes]] = {}
         for item in batch:
-            grouped.setdefault(item.job_id, []).extend(item.records)
+            grouped.setdefault(item.job_id, []).extend(item.lines)
         entries: dict[str, bytes] = {}
-        for job_id, records in grouped.items():
-            data = await self._capped(job_id, records)
+        for job_id, lines in grouped.items():
+            data = await self._capped(job_id, lines)
             if data:
                 entries[job_id] = data
         # While anything waits in the spool, new lines queue behind it (each job's order
@@ -272,7 +275,7 @@ class LogShipper:
         else:
             self._shipped += 1
 
-    async def _capped(self, job_id: str, records: Sequence[LogRecord]) -> bytes:
+    async def _capped(self, job_id: str, lines: Sequence[bytes]) -> bytes:
         if job_id in self._full:
             return b""
         size = self._sizes.get(job_id)
@@ -283,12 +286,11 @@ class LogShipper:
                 size = 0
             size += self._spool_size(job_id)
         out: list[bytes] = []
-        for item in records:
-            line = joblog.encode([item])
+        for line in lines:
             if size + len(line) > self.max_bytes:
                 marker = joblog.record(
                     "warning",
-                    item.attempt,
+                    _attempt_of(line),
                     joblog.TRUNCATED,
                     source="taskflow",
                     ts=self.now(),
@@ -386,5 +388,12 @@ class LogShipper:
             return None
 
 
-def _decode_lines(lines: Sequence[str]) -> list[LogRecord]:
-    return joblog.decode("\n".join(lines).encode("utf-8", "backslashreplace")) if lines else []
+def _encoded(records: Sequence[LogRecord]) -> list[bytes]:
+    """Each record as its JSON line."""
+    return joblog.encode(records).splitlines(keepends=True) if records else []
+
+
+def _attempt_of(line: bytes) -> int:
+    """The attempt a JSON line belongs to (0 if it cannot be read: the marker needs one)."""
+    decoded = joblog.decode(line)
+    return decoded[0].attempt if decoded else 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,21 +29,27 @@ class JobContext:
     queue: str = "default"
     payload_size: int = 0
     _sink: ProgressSink | None = None
-    _cancel: threading.Event = field(default_factory=threading.Event)
+    _cancelled: bool = False
     journal: JobLog = field(default=None)  # type: ignore[assignment]
     """This attempt's log records (``ctx.log``, stdlib logging in the task, lifecycle lines)."""
-    log: Any = None
+    _log: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.journal is None:
             self.journal = JobLog(self.job_id, self.attempt)
-        if self.log is None:
-            self.log = _JobLogger(
+
+    @property
+    def log(self) -> Any:
+        """A structlog logger bound to the job (``job_id``, ``attempt``, ``task``) whose lines
+        also go to the job's own log; made on first use (most tasks never log)."""
+        if self._log is None:
+            self._log = _JobLogger(
                 get_logger("taskflow.task").bind(
                     job_id=self.job_id, attempt=self.attempt, task=self.task
                 ),
                 self.journal,
             )
+        return self._log
 
     def progress(self, percent: float, message: str | None = None) -> None:
         """Report progress in percent (0..100, clamped) with an optional message."""
@@ -55,12 +60,12 @@ class JobContext:
     def cancel(self) -> None:
         """Turn ``cancelled`` true. The runtime calls it when the attempt is cancelled, times
         out or loses its lease; a sync task that checks ``cancelled`` then stops."""
-        self._cancel.set()
+        self._cancelled = True  # a plain attribute: a thread reading it sees it (the GIL)
 
     @property
     def cancelled(self) -> bool:
         """True once the attempt was cancelled or timed out; sync tasks should poll it."""
-        return self._cancel.is_set()
+        return self._cancelled
 
     def log_lines(self) -> list[str]:
         """The records logged since the log shipper last took them, as JSON lines (the rest

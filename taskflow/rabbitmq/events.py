@@ -228,33 +228,48 @@ class RabbitMQEventBus:
                     waiting += receive_ready(self._outbox_receive, 1024 - 1)
                 except (anyio.EndOfStream, anyio.ClosedResourceError):
                     return
-                for run in runs_of_one_kind(waiting):
-                    session = self.connection.session
-                    try:
-                        if session is None:
-                            raise ConnectionError("not connected")
-                        if len(run) == 1:
-                            body, key = encode(run[0]), routing_key(run[0])
-                        else:
-                            body, key = encode_many(run), f"{kind_key(type(run[0]))}.batch"
-                        with anyio.fail_after(self.connection.timeout):
-                            await session.channel.basic_publish(
-                                body,
-                                exchange=exchange,
-                                routing_key=key,
-                                properties=properties,
-                                wait=False,
-                            )
-                        self.sent += len(run)
-                        self.messages += 1
-                    except Exception as exc:
-                        self.dropped += len(run)
-                        log.warning("event_dropped", events=len(run), reason=describe(exc))
-                    finally:
-                        self._processed += len(run)
-                        if self._progress is not None:
-                            self._progress.set()
-                            self._progress = None
+                runs = runs_of_one_kind(waiting)
+                # One deadline for the burst (not one per message): a publish waits only
+                # while the broker applies flow control, and then every one of them would.
+                with anyio.move_on_after(self.connection.timeout) as deadline:
+                    while runs:
+                        await self._send_run(runs[0], exchange, properties)
+                        del runs[0]
+                if deadline.cancelled_caught:
+                    for run in runs:
+                        self._dropped_run(run, "timed out")
+
+    async def _send_run(
+        self, run: list[Event], exchange: str, properties: spec.Basic.Properties
+    ) -> None:
+        session = self.connection.session
+        try:
+            if session is None:
+                raise ConnectionError("not connected")
+            if len(run) == 1:
+                body, key = encode(run[0]), routing_key(run[0])
+            else:
+                body, key = encode_many(run), f"{kind_key(type(run[0]))}.batch"
+            await session.channel.basic_publish(
+                body, exchange=exchange, routing_key=key, properties=properties, wait=False
+            )
+        except Exception as exc:
+            self._dropped_run(run, describe(exc))
+        else:
+            self.sent += len(run)
+            self.messages += 1
+            self._processed_run(run)
+
+    def _dropped_run(self, run: list[Event], reason: str) -> None:
+        self.dropped += len(run)
+        log.warning("event_dropped", events=len(run), reason=reason)
+        self._processed_run(run)
+
+    def _processed_run(self, run: list[Event]) -> None:
+        self._processed += len(run)
+        if self._progress is not None:
+            self._progress.set()
+            self._progress = None
 
     def close(self) -> None:
         """Refuse further events (they count as dropped) and release the outbox."""

@@ -129,10 +129,9 @@ def test_contexts_do_not_share_lines() -> None:
 
 
 def test_cancelled_flag() -> None:
-    cancel = threading.Event()
-    ctx = JobContext(job_id="job-7", attempt=1, task="resize", _cancel=cancel)
+    ctx = JobContext(job_id="job-7", attempt=1, task="resize")
     assert ctx.cancelled is False
-    cancel.set()
+    ctx.cancel()
     assert ctx.cancelled is True
 
 
