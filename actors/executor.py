@@ -193,6 +193,7 @@ class ExecutorPool:
             task=job.task,
             queue=job.queue,
             _sink=self.inflight.on_progress,
+            _log_empty=job.attempts == 1 and not job.history and not job.replay_count,
         )
         try:
             spec = self.registry.get(job.task)

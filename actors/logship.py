@@ -122,6 +122,8 @@ class LogShipper:
             ctx.journal.max_records = 0
             return
         self._live[(ctx.job_id, ctx.attempt)] = ctx.journal
+        if ctx._log_empty and ctx.job_id not in self._sizes:
+            self._sizes[ctx.job_id] = 0  # no store lookup for a log nobody has written yet
         ctx.journal.add(
             joblog.record(
                 "info",

@@ -30,6 +30,9 @@ class JobContext:
     payload_size: int = 0
     _sink: ProgressSink | None = None
     _cancelled: bool = False
+    _log_empty: bool = False
+    """The job has no log yet: its first attempt, never ended, released or replayed (each of
+    those appends to its history). The log shipper then need not ask the store its size."""
     journal: JobLog = field(default=None)  # type: ignore[assignment]
     """This attempt's log records (``ctx.log``, stdlib logging in the task, lifecycle lines)."""
     _log: Any = field(default=None, repr=False)

@@ -12,9 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
+from psycopg.types.json import set_json_loads
 from psycopg_pool import AsyncConnectionPool
 
 from taskflow.errors import StoreError
@@ -26,6 +28,13 @@ STATEMENT_TIMEOUT_MS = 25_000
 SERVER_OPTIONS = (
     f"-c statement_timeout={STATEMENT_TIMEOUT_MS} -c client_connection_check_interval=1000"
 )
+
+
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Each new connection reads json/jsonb with msgspec: the same Python values as the
+    standard library's ``json.loads``, several times faster (every claimed or settled row
+    carries its payload, result and history)."""
+    set_json_loads(msgspec.json.decode, conn)
 
 
 @asynccontextmanager
@@ -49,6 +58,7 @@ async def open_pool(
             "connect_timeout": 5,
         },
         name="taskflow",
+        configure=_configure,
     )
     try:
         await pool.open(wait=True, timeout=15.0)

@@ -133,3 +133,49 @@ async def test_the_file_log_store_keeps_odd_text_and_reports_failures(tmp_path: 
         await FileLogStore(tmp_path / "blocked").append({"job-2": b"x\n"})
     with pytest.raises(LogStoreError):
         await logs.append({"../escape": b"x\n"})
+
+
+class SizedLogStore(BrokenLogStore):
+    """A LogStore that works, holds ``existing`` logs, and counts the sizes it was asked."""
+
+    def __init__(self, existing: Mapping[str, bytes]) -> None:
+        super().__init__()
+        self.data = dict(existing)
+        self.sized: list[str] = []
+
+    async def append(self, entries: Mapping[str, bytes]) -> None:
+        for job_id, data in entries.items():
+            self.data[job_id] = self.data.get(job_id, b"") + data
+
+    async def size(self, job_id: str) -> int:
+        self.sized.append(job_id)
+        return len(self.data.get(job_id, b""))
+
+
+async def test_the_cap_counts_a_log_written_before_and_only_such_a_log_is_sized() -> None:
+    # Given a job that logged 300 bytes in an earlier attempt (replayed, released or retried)
+    # and a job on its first attempt ever; both attempts log about 250 bytes, the cap is 400
+    logs = SizedLogStore({"old": b"x" * 300})
+    shipper = LogShipper(logs=logs, max_bytes=400)
+    async with anyio.create_task_group() as tg:
+        await tg.start(shipper.run)
+        for n, (job_id, first) in enumerate((("new", True), ("old", False))):
+            shipper.watch(JobContext(job_id=job_id, attempt=1, task="t", _log_empty=first))
+            shipper.ship(
+                AttemptSucceeded(
+                    job_id=job_id,
+                    task="t",
+                    attempt=1,
+                    at=0.0,
+                    started_at=0.0,
+                    created_at=0.0,
+                    delivery_tag=n,
+                )
+            )
+        await shipper.stop()  # run returns once what is queued is written
+    shipper.close()
+    # Then only the old log was sized in the store, and only it reached the cap
+    assert logs.sized == ["old"]
+    assert b"log truncated" in logs.data["old"]
+    new = joblog.decode(logs.data["new"])
+    assert [r.message for r in new] == ["attempt 1 started", "attempt 1 completed in 0.000 s"]
