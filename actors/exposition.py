@@ -85,7 +85,7 @@ class SnapshotCollector(Collector):
         )
         yield _gauges(
             "taskflow_queue_depth",
-            "Messages ready in each queue (from the broker in distributed mode).",
+            "Messages ready in each queue (from the broker in distributed mode; one carries up to 32 jobs).",
             "queue",
             s.queue_depth,
         )

@@ -37,7 +37,7 @@ MAX_BATCH = 1000
 """Jobs per submission (``TASKFLOW_MAX_BATCH``)."""
 MAX_BODY_BYTES = 1024 * 1024
 """Request body limit (``TASKFLOW_MAX_BODY_BYTES``)."""
-CONCURRENCY = 64
+CONCURRENCY = 128
 """Attempts run at once per worker (``TASKFLOW_CONCURRENCY``): async tasks on the loop,
 ``def`` tasks each in a thread of their own."""
 LEASE_SECONDS = 15.0

@@ -411,7 +411,8 @@ class MetricsResponse(msgspec.Struct):
     outcomes: dict[str, dict[str, dict[str, int]]]
     """task -> queue -> event kind -> count, since this process started."""
     queue_depth: dict[str, int]
-    """Messages ready in each queue (the broker's count in distributed mode)."""
+    """Messages ready in each queue (the broker's count in distributed mode; a message of a
+    batch carries up to 32 jobs)."""
     actors_running: list[str]
     """The actors of the API process's tree that are running now."""
     recent_failures: list[dict[str, Any]]

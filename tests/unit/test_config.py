@@ -26,7 +26,7 @@ def test_defaults() -> None:
     assert settings.redis_url is None
     assert settings.s3_url is None
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
-    assert settings.concurrency == 64
+    assert settings.concurrency == 128
     assert settings.prefetch is None
     assert settings.queues == ("default",)
     assert settings.tasks == ()
