@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -11,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from actors.ingest import Ingest
+from actors.ingest import Ingest, new_ids
 from taskflow.clock import AnyioClock
 from taskflow.codec import decode
 from taskflow.errors import (
@@ -329,3 +330,12 @@ async def test_a_publish_failure_after_the_commit_is_accepted_and_left_to_the_ou
             while not h.store.jobs[fresh.job_ids[0]].published:  # noqa: ASYNC110
                 await anyio.sleep(0.001)
         assert h.transport.published == 1
+
+
+def test_new_ids_are_distinct_version_4_uuids_in_their_canonical_form() -> None:
+    ids = list(new_ids(2000))
+    assert len(set(ids)) == 2000
+    for job_id in ids:
+        parsed = uuid.UUID(job_id)
+        assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, job_id)
+    assert list(new_ids(0)) == []
