@@ -3,16 +3,16 @@
 -- `status = ANY(%(sources)s)` (from taskflow.jobs.sources) and the attempt number as a fence.
 
 -- name: insert_jobs
+-- One JSON array of rows, not one array parameter per column: the driver dumps a list
+-- element by element in Python, the server parses JSON in C (a batch of 1,000 in one go).
 INSERT INTO taskflow_jobs (id, task, queue, payload, status, priority, max_attempts, timeout,
                            run_at, idempotency_key, created_at, updated_at)
-SELECT j.id, j.task, j.queue, j.payload::jsonb, j.status, j.priority, j.max_attempts, j.timeout,
-       j.run_at, j.idempotency_key, j.created_at, j.created_at
-FROM unnest(%(ids)s::uuid[], %(tasks)s::text[], %(queues)s::text[], %(payloads)s::text[],
-            %(statuses)s::text[], %(priorities)s::smallint[], %(max_attempts)s::integer[],
-            %(timeouts)s::double precision[], %(run_ats)s::timestamptz[],
-            %(keys)s::text[], %(created_ats)s::timestamptz[])
-     AS j(id, task, queue, payload, status, priority, max_attempts, timeout, run_at,
-          idempotency_key, created_at)
+SELECT j.id, j.task, j.queue, j.payload, j.status, j.priority, j.max_attempts, j.timeout,
+       j.run_at, %(key)s, j.created_at, j.created_at
+FROM jsonb_to_recordset(%(rows)s::jsonb)
+     AS j(id uuid, task text, queue text, payload jsonb, status text, priority smallint,
+          max_attempts integer, timeout double precision, run_at timestamptz,
+          created_at timestamptz)
 
 -- name: claim_key
 INSERT INTO taskflow_idempotency_keys (key, request_hash, job_ids, created_at, expires_at)

@@ -278,22 +278,25 @@ class PostgresJobStore:
                         )
                     return Inserted(job_ids=tuple(known["job_ids"]), replayed=True)
             await conn.execute(
-                self._sql["insert_jobs"],
-                {
-                    "ids": ids,
-                    "tasks": [j.task for j in jobs],
-                    "queues": [j.queue for j in jobs],
-                    "payloads": [_json(j.payload) for j in jobs],
-                    "statuses": [j.status.value for j in jobs],
-                    "priorities": [j.priority for j in jobs],
-                    "max_attempts": [j.max_attempts for j in jobs],
-                    "timeouts": [j.timeout for j in jobs],
-                    "run_ats": [_ts(j.run_at) for j in jobs],
-                    "keys": [idempotency_key for _ in jobs],
-                    "created_ats": [_ts(j.created_at) for j in jobs],
-                },
+                self._sql["insert_jobs"], {"rows": _json(rows), "key": idempotency_key}
             )
             return Inserted(job_ids=tuple(ids))
+
+        rows = [
+            {
+                "id": j.id,
+                "task": j.task,
+                "queue": j.queue,
+                "payload": j.payload,
+                "status": j.status.value,
+                "priority": j.priority,
+                "max_attempts": j.max_attempts,
+                "timeout": j.timeout,
+                "run_at": _ts(j.run_at),
+                "created_at": _ts(j.created_at),
+            }
+            for j in jobs
+        ]
 
         return await self._run(body, transaction=idempotency_key is not None)
 
