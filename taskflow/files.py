@@ -4,28 +4,50 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import anyio
 
 from taskflow.errors import LogStoreError
+from taskflow.log import get_logger
+
+log = get_logger("taskflow.files")
 
 _SAFE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
 
 class FileLogStore:
-    """Implements ``LogStore``: ``<root>/<job_id>.log``, JSON lines. A batch of appends is
-    one hop to a worker thread."""
+    """Implements ``LogStore``: ``<root>/<job_id>.log``, JSON lines.
 
-    def __init__(self, root: Path) -> None:
+    A local append takes microseconds (about 11 µs to create a file and write it on this
+    machine's ext4), less than a hop to a worker thread costs, and a thread writing beside
+    the event loop contends with it for the GIL at every system call. So a batch is written
+    on the event loop in slices of ``SLICE`` files, yielding between slices. A slice that
+    takes longer than ``slow_slice`` seconds (a network or failing disk) sends the writes of
+    the next ``THREAD_FOR`` seconds to a worker thread, so a slow disk never stalls the loop
+    for long.
+    """
+
+    SLICE = 32
+    THREAD_FOR = 60.0
+
+    def __init__(self, root: Path, *, slow_slice: float = 0.005) -> None:
         self.root = root
         self.location = root.resolve().as_uri() + "/"
         self._prefix = os.path.join(os.fspath(root), "")
+        self.slow_slice = slow_slice
+        self._thread_until = 0.0
+
+    @property
+    def in_thread(self) -> bool:
+        """Whether appends go to a worker thread now (a recent slice was slow)."""
+        return time.monotonic() < self._thread_until
 
     def _path(self, job_id: str) -> str:
-        # Plain strings and os calls: a no-op job's log costs one path, one stat, one append.
+        # Plain strings and os calls: a no-op job's log costs one path and one append.
         if not _SAFE.match(job_id) or job_id.startswith("."):
             raise ValueError(f"not a job id: {job_id!r}")
         return f"{self._prefix}{job_id}.log"
@@ -33,23 +55,40 @@ class FileLogStore:
     async def append(self, entries: Mapping[str, bytes]) -> None:
         try:
             paths = [(self._path(job_id), data) for job_id, data in entries.items()]
+            for start in range(0, len(paths), self.SLICE):
+                part = paths[start : start + self.SLICE]
+                if self.in_thread:
+                    await anyio.to_thread.run_sync(self._write, part)
+                    continue
+                began = time.monotonic()
+                self._write(part)
+                if time.monotonic() - began > self.slow_slice:
+                    self._thread_until = time.monotonic() + self.THREAD_FOR
+                    log.warning(
+                        "log_files_slow",
+                        files=len(part),
+                        seconds=round(time.monotonic() - began, 4),
+                        root=str(self.root),
+                        hint=f"appends go to a worker thread for {self.THREAD_FOR:.0f} s",
+                    )
+                await anyio.lowlevel.checkpoint()
         except ValueError as exc:
             raise LogStoreError(str(exc)) from exc
-
-        def write() -> None:
-            self.root.mkdir(parents=True, exist_ok=True)
-            for path, data in paths:
-                fd = os.open(path, _APPEND, 0o644)
-                try:
-                    while data:  # a short write (a full disk) raises, never drops silently
-                        data = data[os.write(fd, data) :]
-                finally:
-                    os.close(fd)
-
-        try:
-            await anyio.to_thread.run_sync(write)
         except OSError as exc:
             raise LogStoreError(f"cannot write job logs under {self.root}: {exc}") from exc
+
+    def _write(self, paths: Sequence[tuple[str, bytes]]) -> None:
+        for path, data in paths:
+            try:
+                fd = os.open(path, _APPEND, 0o644)
+            except FileNotFoundError:  # the first log, or the folder was removed
+                self.root.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, _APPEND, 0o644)
+            try:
+                while data:  # a short write (a full disk) raises, never drops silently
+                    data = data[os.write(fd, data) :]
+            finally:
+                os.close(fd)
 
     async def read(self, job_id: str) -> bytes | None:
         try:

@@ -135,6 +135,23 @@ async def test_the_file_log_store_keeps_odd_text_and_reports_failures(tmp_path: 
         await logs.append({"../escape": b"x\n"})
 
 
+async def test_the_file_log_store_writes_on_the_loop_until_a_slice_is_slow(tmp_path: Path) -> None:
+    fast = FileLogStore(tmp_path / "fast")
+    await fast.append({f"job-{i}": b'{"n":%d}\n' % i for i in range(100)})  # 4 slices
+    assert not fast.in_thread
+    assert await fast.read("job-99") == b'{"n":99}\n'
+
+    slow = FileLogStore(tmp_path / "slow", slow_slice=-1.0)  # every slice counts as slow
+    await slow.append({"job-a": b"1\n"})
+    assert slow.in_thread  # the next minute of appends goes to a worker thread
+    await slow.append({"job-a": b"2\n", **{f"job-{i}": b"x\n" for i in range(70)}})
+    await slow.append({"job-a": b"3\n"})
+    assert await slow.read("job-a") == b"1\n2\n3\n"  # same order, whichever thread wrote
+    assert await slow.read("job-69") == b"x\n"
+    slow._thread_until = 0.0
+    assert not slow.in_thread
+
+
 class SizedLogStore(BrokenLogStore):
     """A LogStore that works, holds ``existing`` logs, and counts the sizes it was asked."""
 
