@@ -461,32 +461,31 @@ def taskflow_api(s: Scratch) -> Iterator[int]:
 
 
 async def rest_enqueue(port: int, n: int) -> dict[str, float]:
-    out = {}
-    async with Http(port) as http:
-        start = time.perf_counter()
-        for _ in range(n // 100):
-            status, body = await http.call(
-                "POST", "/api/v1/jobs", {"task_type": "noop", "data": [{"payload": {}}] * 100}
-            )
-            if status != 202:
-                raise Failed(f"REST submit answered {status}: {body}")
-        out["REST, batches of 100"] = n // 100 * 100 / (time.perf_counter() - start)
+    """Keep-alive clients, each sending its requests one after another."""
 
-    async def client(count: int) -> None:
+    async def client(count: int, size: int) -> None:
+        data = [{"payload": {}}] * size
         async with Http(port) as http:
             for _ in range(count):
                 status, body = await http.call(
-                    "POST", "/api/v1/jobs", {"task_type": "noop", "data": [{"payload": {}}]}
+                    "POST", "/api/v1/jobs", {"task_type": "noop", "data": data}
                 )
                 if status != 202:
                     raise Failed(f"REST submit answered {status}: {body}")
 
-    start = time.perf_counter()
-    async with anyio.create_task_group() as tg:
-        for _ in range(32):
-            tg.start_soon(client, n // 32)
-    out["REST, single, 32 clients"] = n // 32 * 32 / (time.perf_counter() - start)
-    return out
+    async def rate(clients: int, size: int) -> float:
+        count = n // (clients * size)
+        start = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            for _ in range(clients):
+                tg.start_soon(client, count, size)
+        return clients * count * size / (time.perf_counter() - start)
+
+    return {
+        "REST, batches of 100": await rate(1, 100),
+        "REST, batches of 100, 4 clients": await rate(4, 100),
+        "REST, single, 32 clients": await rate(32, 1),
+    }
 
 
 async def rest_latency(port: int, n: int) -> list[float]:

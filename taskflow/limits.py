@@ -52,9 +52,9 @@ IDEMPOTENCY_TTL = 86400.0
 MAX_LOG_BYTES = 20 * 1024 * 1024
 """Each job's log is cut at 20 MiB (``TASKFLOW_MAX_LOG_BYTES``)."""
 
-RATE_LIMIT_SUBMIT = "1000/second"
+RATE_LIMIT_SUBMIT = "5000/second"
 """Submissions per API key (or client address): a batch of up to MAX_BATCH jobs counts one."""
-RATE_LIMIT_READ = "2000/second"
+RATE_LIMIT_READ = "10000/second"
 RATE_LIMIT_ADMIN = "100/second"
 CACHE_TTL = 60.0
 """How long a terminal job's view stays cached (dropped when a change commits)."""
