@@ -62,12 +62,13 @@ class FileLogStore:
                     continue
                 began = time.monotonic()
                 self._write(part)
-                if time.monotonic() - began > self.slow_slice:
-                    self._thread_until = time.monotonic() + self.THREAD_FOR
+                ended = time.monotonic()
+                if ended - began > self.slow_slice:
+                    self._thread_until = ended + self.THREAD_FOR
                     log.warning(
                         "log_files_slow",
                         files=len(part),
-                        seconds=round(time.monotonic() - began, 4),
+                        seconds=round(ended - began, 4),
                         root=str(self.root),
                         hint=f"appends go to a worker thread for {self.THREAD_FOR:.0f} s",
                     )
