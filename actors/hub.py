@@ -16,6 +16,7 @@ then starts again from a snapshot of the store, which is the truth.
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -125,16 +126,29 @@ class Follower:
         if self.cursor < floor:
             lost, self.cursor = floor - self.cursor, floor
             self.dropped_total += lost
-        fresh: list[Stamped] = []
-        for item in reversed(ring):
-            if item.seq <= self.cursor:
-                break
-            fresh.append(item)
-        fresh.reverse()
-        fresh = fresh[:limit]
+        fresh = events_after(ring, self.cursor, limit)
         if fresh:
             self.cursor = fresh[-1].seq
         return fresh, lost
+
+
+def events_after(ring: deque[Stamped], cursor: int, limit: int) -> list[Stamped]:
+    """At most ``limit`` items of ``ring`` numbered after ``cursor``, oldest first. The ring's
+    numbers are consecutive, so the first one is found by arithmetic and the slice is taken
+    in C (a follower's take costs the same whatever the ring holds); a ring that is not
+    consecutive is scanned instead."""
+    if not ring or ring[-1].seq <= cursor:
+        return []
+    start = max(cursor + 1 - ring[0].seq, 0)
+    if ring[-1].seq - ring[0].seq == len(ring) - 1:
+        newer = len(ring) - start
+        if newer > len(ring) // 2:
+            return list(itertools.islice(ring, start, start + limit))
+        tail = list(itertools.islice(reversed(ring), newer))  # a follower near the head
+        tail.reverse()
+        return tail[:limit]
+    fresh = [item for item in ring if item.seq > cursor]
+    return fresh[:limit]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

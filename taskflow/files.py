@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import anyio
@@ -18,6 +19,24 @@ log = get_logger("taskflow.files")
 _SAFE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _APPEND = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
+try:
+    import resource
+
+    _RUSAGE_THREAD: int | None = getattr(resource, "RUSAGE_THREAD", None)
+except ImportError:  # not on this platform
+    _RUSAGE_THREAD = None
+
+Switches = Callable[[], tuple[int, int]]
+"""The calling thread's context switches so far: (voluntary, involuntary)."""
+
+
+def thread_switches() -> tuple[int, int]:
+    """``Switches`` from ``getrusage(RUSAGE_THREAD)`` (Linux); (0, 0) where there is none."""
+    if _RUSAGE_THREAD is None:
+        return (0, 0)
+    usage = resource.getrusage(_RUSAGE_THREAD)
+    return (usage.ru_nvcsw, usage.ru_nivcsw)
+
 
 class FileLogStore:
     """Implements ``LogStore``: ``<root>/<job_id>.log``, JSON lines.
@@ -25,21 +44,40 @@ class FileLogStore:
     A local append takes microseconds (about 11 µs to create a file and write it on this
     machine's ext4), less than a hop to a worker thread costs, and a thread writing beside
     the event loop contends with it for the GIL at every system call. So a batch is written
-    on the event loop in slices of ``SLICE`` files, yielding between slices. A slice that
-    takes longer than ``slow_slice`` seconds (a network or failing disk) sends the writes of
-    the next ``THREAD_FOR`` seconds to a worker thread, so a slow disk never stalls the loop
-    for long.
+    on the event loop in slices of ``SLICE`` files, yielding between slices. A disk that is
+    slow (a network or failing one) sends the writes of the next ``THREAD_FOR`` seconds to a
+    worker thread, so it never stalls the loop for long: it is slow once ``SLOW_RUN`` slices
+    within ``SLOW_WITHIN`` seconds took longer than ``slow_slice`` seconds each, or one slice
+    took longer than ``stall``. A single slow slice on a busy machine (the kernel's journal
+    or the scheduler kept it waiting once) does not count, and neither does a slice that was
+    only preempted (involuntary context switches and no voluntary one: it never waited for
+    the disk): a thread would not have helped, and beside the loop it costs more than it
+    saves (the two contend for the GIL at every system call).
     """
 
     SLICE = 32
     THREAD_FOR = 60.0
+    SLOW_RUN = 3
+    SLOW_WITHIN = 10.0
 
-    def __init__(self, root: Path, *, slow_slice: float = 0.005) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        slow_slice: float = 0.005,
+        stall: float = 0.05,
+        switches: Switches = thread_switches,
+    ) -> None:
         self.root = root
         self.location = root.resolve().as_uri() + "/"
         self._prefix = os.path.join(os.fspath(root), "")
         self.slow_slice = slow_slice
+        self.stall = stall
+        self._switches = switches
+        self._slow_at: deque[float] = deque(maxlen=self.SLOW_RUN)
         self._thread_until = 0.0
+        self.preempted_slices = 0
+        """Slow slices not counted: the thread was preempted, the disk was not slow."""
 
     @property
     def in_thread(self) -> bool:
@@ -60,10 +98,10 @@ class FileLogStore:
                 if self.in_thread:
                     await anyio.to_thread.run_sync(self._write, part)
                     continue
-                began = time.monotonic()
+                began, switched = time.monotonic(), self._switches()
                 self._write(part)
                 ended = time.monotonic()
-                if ended - began > self.slow_slice:
+                if ended - began > self.slow_slice and self._slow(ended - began, ended, switched):
                     self._thread_until = ended + self.THREAD_FOR
                     log.warning(
                         "log_files_slow",
@@ -77,6 +115,17 @@ class FileLogStore:
             raise LogStoreError(str(exc)) from exc
         except OSError as exc:
             raise LogStoreError(f"cannot write job logs under {self.root}: {exc}") from exc
+
+    def _slow(self, took: float, now: float, before: tuple[int, int]) -> bool:
+        """Whether the disk is slow, after a slice that took ``took`` seconds (more than
+        ``slow_slice``); ``before``: the thread's context switches when the slice began."""
+        voluntary, involuntary = self._switches()
+        if voluntary == before[0] and involuntary > before[1]:
+            self.preempted_slices += 1  # never waited: the CPU was busy, not the disk
+            return False
+        self._slow_at.append(now)
+        run = len(self._slow_at) == self.SLOW_RUN and now - self._slow_at[0] <= self.SLOW_WITHIN
+        return run or took > self.stall
 
     def _write(self, paths: Sequence[tuple[str, bytes]]) -> None:
         for path, data in paths:

@@ -3,13 +3,14 @@ Last-Event-ID resumption from a ring of recent events."""
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterator
 
 import anyio
 import anyio.abc
 import pytest
 
-from actors.hub import EventHub, Stamped
+from actors.hub import EventHub, Stamped, events_after
 from taskflow.memory import MemoryEventBus
 from taskflow.messages import JobProgressed, JobStarted, JobSubmitted, JobSucceeded, WorkerHeartbeat
 from taskflow.streams import receive_ready
@@ -299,3 +300,18 @@ async def test_a_hub_nobody_watches_only_counts_and_keeps_nothing() -> None:
             assert seqs(receive_ready(listener.receive, 10)) == [6]
             assert len(hub.ring_items()) == 1
         tg.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("limit", [1, 3, 100])
+def test_events_after_a_cursor_are_the_same_found_by_arithmetic_or_by_scanning(limit: int) -> None:
+    def ring(seqs: list[int]) -> deque[Stamped]:
+        return deque(Stamped(seq, progressed("j", 1.0)) for seq in seqs)
+
+    consecutive = ring(list(range(10, 30)))
+    gapped = ring([*range(10, 15), *range(20, 35)])  # not consecutive: scanned
+    for items in (consecutive, gapped):
+        seqs = [item.seq for item in items]
+        for cursor in (0, 9, 10, 12, 16, 21, seqs[-2], seqs[-1], 99):
+            got = [item.seq for item in events_after(items, cursor, limit)]
+            assert got == [s for s in seqs if s > cursor][:limit], (cursor, limit)
+    assert events_after(deque(), 5, 10) == []

@@ -16,7 +16,7 @@ from actors.tree import TreeConfig
 from taskflow import JobContext, TaskRegistry, joblog
 from taskflow.clock import AnyioClock
 from taskflow.errors import LogStoreError
-from taskflow.files import FileLogStore
+from taskflow.files import FileLogStore, thread_switches
 from taskflow.jobs import JobStatus
 from taskflow.memory import MemoryEventBus, MemoryJobStore, MemoryTransport
 from taskflow.messages import AttemptSucceeded
@@ -141,7 +141,7 @@ async def test_the_file_log_store_writes_on_the_loop_until_a_slice_is_slow(tmp_p
     assert not fast.in_thread
     assert await fast.read("job-99") == b'{"n":99}\n'
 
-    slow = FileLogStore(tmp_path / "slow", slow_slice=-1.0)  # every slice counts as slow
+    slow = FileLogStore(tmp_path / "slow", slow_slice=-1.0, stall=-1.0)  # every slice stalls
     await slow.append({"job-a": b"1\n"})
     assert slow.in_thread  # the next minute of appends goes to a worker thread
     await slow.append({"job-a": b"2\n", **{f"job-{i}": b"x\n" for i in range(70)}})
@@ -150,6 +150,42 @@ async def test_the_file_log_store_writes_on_the_loop_until_a_slice_is_slow(tmp_p
     assert await slow.read("job-69") == b"x\n"
     slow._thread_until = 0.0
     assert not slow.in_thread
+
+
+class Switched:
+    """Context switches as a slice would see them: each call adds ``step``."""
+
+    def __init__(self, step: tuple[int, int]) -> None:
+        self.step, self.now = step, (0, 0)
+
+    def __call__(self) -> tuple[int, int]:
+        self.now = (self.now[0] + self.step[0], self.now[1] + self.step[1])
+        return self.now
+
+
+async def test_one_slow_slice_or_a_preempted_one_keeps_the_appends_on_the_loop(
+    tmp_path: Path,
+) -> None:
+    # Involuntary switches and no voluntary one: a busy CPU, not a slow disk, however long.
+    busy = FileLogStore(tmp_path / "busy", slow_slice=-1.0, stall=-1.0, switches=Switched((0, 1)))
+    await busy.append({f"job-{i}": b"x\n" for i in range(100)})  # 4 slices
+    assert not busy.in_thread
+    assert busy.preempted_slices == 4
+    # Slices that waited (a voluntary switch), but below the stall: a run of 3 is needed.
+    waited = FileLogStore(
+        tmp_path / "waited", slow_slice=-1.0, stall=60.0, switches=Switched((1, 1))
+    )
+    await waited.append({"job-a": b"1\n"})
+    await waited.append({"job-a": b"2\n"})
+    assert not waited.in_thread  # two slow slices: a busy moment, not a slow disk
+    await waited.append({"job-a": b"3\n"})
+    assert waited.in_thread  # three within 10 s: the disk is slow
+    assert waited.preempted_slices == 0
+    assert await waited.read("job-a") == b"1\n2\n3\n"
+    # The real counter reads this thread's switches (Linux), never going down.
+    before = thread_switches()
+    after = thread_switches()
+    assert after[0] >= before[0] and after[1] >= before[1]
 
 
 class SizedLogStore(BrokenLogStore):
