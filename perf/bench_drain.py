@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -126,7 +127,7 @@ def run_taskflow(
         started = time.perf_counter()
         if profile:  # sample the first worker for 5 s of its drain (collapsed stacks)
             spy = [
-                "py-spy",
+                shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")),
                 "record",
                 "-r",
                 "250",

@@ -104,13 +104,15 @@ class Stream:
         stands for a remote browser, so it must cost this machine little: frames are
         counted in C (``bytes.count``), and only the rare ``snapshot``, ``dropped`` and
         ``end`` frames are parsed, with their JSON."""
-        text = b"\n" + text
         self.keepalives += text.count(b"\n: keep-alive\n")
-        self.events += text.count(b"\nevent: ")
+        events = text.count(b"\nevent: ")
+        self.events += events
         succeeded = text.count(b"\nevent: succeeded\n")
         if succeeded:
             self.succeeded += succeeded
             self.last_succeeded = time.time()
+        if events == succeeded + text.count(b"\nevent: started\n"):
+            return  # the bulk of a drain: no frame to parse
         for found in RARE.finditer(text):
             kind = found.group(1)
             body = json.loads(b"\n".join(line[6:] for line in found.group(2).splitlines()))
@@ -127,27 +129,6 @@ class Stream:
 
 RARE = re.compile(rb"\nevent: (snapshot|dropped|end)\n((?:data: [^\n]*\n)+)")
 """The frames a subscriber parses: its snapshot, what it lost, its end."""
-
-
-def dechunk(raw: bytearray) -> tuple[bytes, bool]:
-    """Take every complete chunk off ``raw`` (HTTP/1.1 chunked body); (data, last chunk seen)."""
-    parts, pos, last = [], 0, False
-    while True:
-        nl = raw.find(b"\r\n", pos)
-        if nl < 0:
-            break
-        size = int(bytes(raw[pos:nl]).split(b";")[0], 16)
-        end = nl + 2 + size
-        if len(raw) < end + 2:
-            break
-        if size == 0:
-            last = True
-            pos = end + 2
-            break
-        parts.append(bytes(raw[nl + 2 : end]))
-        pos = end + 2
-    del raw[:pos]
-    return b"".join(parts), last
 
 
 async def subscribe(port: int, stream: Stream, stopping: asyncio.Event) -> None:
@@ -167,25 +148,25 @@ async def subscribe(port: int, stream: Stream, stopping: asyncio.Event) -> None:
             stream.error = f"HTTP {stream.status}"
             return
         chunked = b"transfer-encoding: chunked" in head.lower()
-        raw, text = bytearray(), b""
+        # The frames are counted in the body as it arrives, chunk headers and all: the
+        # server writes whole frames, so a chunk's size line only ever sits between two
+        # frames, and the patterns counted never span one. Each piece handed to ``feed``
+        # starts with the newline that ended the frame before it.
+        pending = b"\n"
         while stream.end is None:
-            data = await reader.read(1 << 16)
+            data = await reader.read(1 << 20)
             if not data:
                 stream.early = not stopping.is_set()
                 stream.end = stream.end or "eof"
                 return
             stream.bytes += len(data)
             stream.last_data = time.monotonic()
-            last = False
-            if chunked:
-                raw += data
-                data, last = dechunk(raw)
-            text += data
-            cut = text.rfind(b"\n\n")
+            pending += data
+            cut = pending.rfind(b"\n\n")
             if cut >= 0:  # every complete frame at once; the rest waits for more
-                complete, text = text[: cut + 2], text[cut + 2 :]
+                complete, pending = pending[: cut + 1], pending[cut + 1 :]
                 stream.feed(complete, stopping.is_set())
-            if last and stream.end is None:
+            if chunked and pending.endswith(b"\r\n0\r\n\r\n") and stream.end is None:
                 stream.early = not stopping.is_set()
                 stream.end = "body ended"
     except (OSError, asyncio.IncompleteReadError, ValueError) as exc:

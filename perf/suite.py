@@ -626,7 +626,7 @@ def fmt(values: list[float]) -> str:
 def table(results: dict[str, dict[str, dict[str, list[float]]]], systems: list[str]) -> str:
     """One line per (measurement, metric): each system's median (range), then one line of
     TaskFlow/peer ratios (rates: above 1 is TaskFlow faster; ms, s, MB: below 1 is)."""
-    width = 22
+    width = 24
     lines = [f"{'measurement':<44}" + "".join(f"{LABELS[s]:>{width}}" for s in systems)]
     for title, rows in results.items():
         metrics: list[str] = []
