@@ -126,6 +126,9 @@ class Dashboard:
             },
             name="failures",
         )
+        self.workers_table = self._table(
+            self.workers, ["id", "state", "busy", "throughput", "seen"], _rows_height(1)
+        )
         link = HTMLTemplateFormatter(
             template='<a href="<%= url %>" target="_blank"><%= value %></a>'
         )
@@ -156,24 +159,22 @@ class Dashboard:
                 sizing_mode="stretch_width",
             ),
             pn.pane.Markdown("### Workers"),
-            pn.pane.Bokeh(
-                self._table(self.workers, ["id", "state", "busy", "throughput", "seen"]),
-                sizing_mode="stretch_width",
-            ),
+            pn.pane.Bokeh(self.workers_table, sizing_mode="stretch_width"),
             pn.pane.Markdown("### Recent failures"),
             pn.pane.Bokeh(
                 DataTable(
                     source=self.failures,
                     columns=[
-                        TableColumn(field="at", title="When (UTC)"),
-                        TableColumn(field="job", title="Job", formatter=link),
-                        TableColumn(field="task", title="Task"),
-                        TableColumn(field="attempt", title="Attempt"),
-                        TableColumn(field="error", title="Error"),
-                        TableColumn(field="retry", title="Next"),
+                        TableColumn(field="at", title="When (UTC)", width=90),
+                        TableColumn(field="job", title="Job", formatter=link, width=90),
+                        TableColumn(field="task", title="Task", width=110),
+                        TableColumn(field="attempt", title="Attempt", width=70),
+                        TableColumn(field="error", title="Error", width=720),
+                        TableColumn(field="retry", title="Next", width=100),
                     ],
                     height=240,
                     sizing_mode="stretch_width",
+                    autosize_mode="none",  # the widths below, in pixels: the error gets room
                     index_position=None,
                 ),
                 sizing_mode="stretch_width",
@@ -253,6 +254,7 @@ class Dashboard:
                 f"{max(0.0, now - float(workers[w].get('last_seen', now))):.0f} s ago" for w in ids
             ],
         }
+        self.workers_table.height = _rows_height(len(ids))  # no empty band under a few
         running = set(metrics.get("actors_running") or [])
         restarts: dict[str, int] = metrics.get("actor_restarts") or {}
         actors = sorted(set(restarts) | running)
@@ -328,3 +330,8 @@ async def _serve(
             finally:
                 server.stop()
                 tg.cancel_scope.cancel()
+
+
+def _rows_height(rows: int) -> int:
+    """A table's height in pixels that shows ``rows`` rows (between 1 and 12) and its header."""
+    return 28 + 25 * min(max(rows, 1), 12)

@@ -73,6 +73,8 @@ async def test_the_feed_follows_the_metrics_stream_and_the_page_shows_it(
     assert feed.live and feed.status == "live"
     assert (page.completed.value, page.dead_letters.value, page.pending.value) == (3, 1, 0)
     assert page.workers_online.value == 1 and page.workers.data["state"] == ["online"]
+    one_row = page.workers_table.height
+    assert one_row is not None and 40 < one_row < 80  # one row and the header, no empty band
     assert 0 < page.success_rate.value < 100
     assert len(page.rates.data["t"]) == len(feed.points) >= 2
     assert page.latency.data["p99"][-1] >= page.latency.data["p50"][-1] > 0
