@@ -174,7 +174,7 @@ class Dashboard:
                     ],
                     height=240,
                     sizing_mode="stretch_width",
-                    autosize_mode="none",  # the widths below, in pixels: the error gets room
+                    autosize_mode="none",  # the widths above, in pixels: the error gets room
                     index_position=None,
                 ),
                 sizing_mode="stretch_width",
