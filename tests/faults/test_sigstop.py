@@ -31,6 +31,11 @@ LEASE = 3.0
 JOB_MS = 8000
 
 
+def started(pg_url: str, job_id: str) -> bool:
+    (status,) = query(pg_url, "SELECT status FROM taskflow_jobs WHERE id = %s", (job_id,))[0]
+    return bool(status == "in_progress")
+
+
 def poll(what: str, ready: Callable[[], bool], timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
@@ -70,6 +75,13 @@ def test_a_worker_frozen_past_its_lease_cannot_complete_what_another_took_over(
         ids: list[str] = []
         for i in range(JOBS):
             ids += submit_many(api, "record" if i % 2 else "record_async", [{"ms": JOB_MS}])
+            # One message per job (each started before the next is submitted), so A's 8
+            # deliveries fill its prefetch (8) and the jobs B's reaper republishes can only go
+            # to B. (The API's publisher packs jobs committed together into one message; with
+            # spare prefetch a frozen A could be handed a republished job, which would come
+            # back only when the broker gives up on A's connection: docs/reliability.md, 3.)
+            last = ids[-1]
+            poll("A to start the job", lambda: started(pg_url, last), 10)  # noqa: B023
         tasks = dict(query(pg_url, "SELECT id::text, task FROM taskflow_jobs"))
 
         def held_by(owner: str, attempt: int) -> bool:
