@@ -8,14 +8,17 @@ with ``note``. Writes are batched: one LogStore call for every job with new reco
 
 Each job's log is capped at ``max_bytes``: the record that would pass it is replaced by one
 truncation marker and later ones are dropped. A log store that fails (S3 down) does not lose
-lines: they are spooled to local files and uploaded, in order, once it answers again. A full
-buffer drops the batch and counts it. No job fails, stalls or burns an attempt because of logs.
+lines: they are spooled to local files and uploaded, in order, once it answers again. A store
+slower than the jobs for a while (a burst on a busy machine) does not lose them either: past
+the queue's ``buffer`` batches, lines wait in an overflow of up to ``overflow_bytes``, written
+after the queue in the same order; only past that is a batch dropped and counted. No job
+fails, stalls or burns an attempt because of logs.
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -58,7 +61,8 @@ class LogShipperStats:
     failed: int
     """Batches the log store refused: spooled (or lost when there is no spool)."""
     dropped: int
-    """Batches dropped because the buffer was full (the log store is too slow)."""
+    """Batches dropped because the queue and the overflow were full (the log store is too
+    slow)."""
     spooled: int = 0
     """Jobs whose lines wait in the spool for the log store to return."""
     truncated: int = 0
@@ -84,6 +88,9 @@ class LogShipper:
 
     logs: LogStore
     buffer: int = 4096
+    """Batches (one per attempt or note) queued for the writer."""
+    overflow_bytes: int = 64 * 1024 * 1024
+    """Lines held beyond a full queue, in bytes, before batches are dropped."""
     max_bytes: int = 20 * 1024 * 1024
     """Per job; 0 turns log capture off."""
     spool: Path | None = None
@@ -102,6 +109,9 @@ class LogShipper:
     _shipped: int = field(default=0, init=False)
     _failed: int = field(default=0, init=False)
     _dropped: int = field(default=0, init=False)
+    _overflow: deque[ShipLines] = field(default_factory=deque, init=False)
+    _overflow_size: int = field(default=0, init=False)
+    _dropping: bool = field(default=False, init=False)
     _truncated: int = field(default=0, init=False)
 
     _dir: Path | None = field(default=None, init=False)
@@ -159,13 +169,30 @@ class LogShipper:
     def _queue(self, job_id: str, lines: Sequence[bytes]) -> None:
         if not lines:
             return
-        try:
-            self._send.send_nowait(ShipLines(job_id=job_id, lines=tuple(lines)))
-        except anyio.WouldBlock:
+        item = ShipLines(job_id=job_id, lines=tuple(lines))
+        if not self._overflow:  # else the queue waits behind the overflow: order holds
+            try:
+                self._send.send_nowait(item)
+                return
+            except anyio.WouldBlock:
+                pass
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                self._dropped += 1
+                return
+        size = sum(map(len, lines))
+        if self._overflow_size + size > self.overflow_bytes:
             self._dropped += 1
-            log.warning("log_lines_dropped", job_id=job_id, lines=len(lines))
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self._dropped += 1
+            if not self._dropping:  # once per episode, not once per job
+                self._dropping = True
+                log.warning(
+                    "log_lines_dropped",
+                    job_id=job_id,
+                    held_bytes=self._overflow_size,
+                    hint="the log store is slower than the jobs; counted in log_shipper.dropped",
+                )
+            return
+        self._overflow.append(item)
+        self._overflow_size += size
 
     def _ending(self, outcome: AttemptFinished) -> LogRecord:
         k, ts = outcome.attempt, self.now()
@@ -211,14 +238,28 @@ class LogShipper:
             tg.start_soon(self._flush_live)
             task_status.started()
             while True:
-                try:
-                    batch = await receive_batch(self._receive, 256)
-                except anyio.EndOfStream:
-                    break
+                if self._overflow and not self._receive.statistics().current_buffer_used:
+                    batch = self._take_overflow(256)
+                else:
+                    try:
+                        batch = await receive_batch(self._receive, 256)
+                    except anyio.EndOfStream:
+                        if self._overflow:
+                            continue
+                        break
                 self._busy = len(batch)
                 await self._write(batch)
                 self._busy = 0
             tg.cancel_scope.cancel()
+
+    def _take_overflow(self, limit: int) -> list[ShipLines]:
+        """The overflow's oldest ``limit`` batches (it fills only while the queue is full,
+        and the queue refills only once the overflow is empty)."""
+        batch = [self._overflow.popleft() for _ in range(min(limit, len(self._overflow)))]
+        self._overflow_size -= sum(len(line) for item in batch for line in item.lines)
+        if not self._overflow:
+            self._overflow_size, self._dropping = 0, False
+        return batch
 
     async def _flush_live(self) -> None:
         while True:
@@ -237,8 +278,9 @@ class LogShipper:
         self._receive.close()
 
     def backlog(self) -> int:
-        """Batches queued or being written."""
-        return self._receive.statistics().current_buffer_used + self._busy
+        """Batches queued, held in the overflow or being written."""
+        queued = self._receive.statistics().current_buffer_used
+        return queued + len(self._overflow) + self._busy
 
     def statistics(self) -> LogShipperStats:
         return LogShipperStats(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -47,10 +46,11 @@ class FileLogStore:
     on the event loop in slices of ``SLICE`` files, yielding between slices. A disk that is
     slow (a network or failing one) sends the writes of the next ``THREAD_FOR`` seconds to a
     worker thread, so it never stalls the loop for long: it is slow once ``SLOW_RUN`` slices
-    within ``SLOW_WITHIN`` seconds took longer than ``slow_slice`` seconds each, or one slice
-    took longer than ``stall``. A single slow slice on a busy machine (the kernel's journal
-    or the scheduler kept it waiting once) does not count, and neither does a slice that was
-    only preempted (involuntary context switches and no voluntary one: it never waited for
+    in a row took longer than ``slow_slice`` seconds each, or one slice took longer than
+    ``stall``. A slow disk makes every slice slow; a busy machine makes some slow now and
+    then (the kernel's journal or the scheduler kept them waiting), with fast ones between,
+    and each fast slice starts the count again. Neither does a slice count that was only
+    preempted (involuntary context switches and no voluntary one: it never waited for
     the disk): a thread would not have helped, and beside the loop it costs more than it
     saves (the two contend for the GIL at every system call).
     """
@@ -58,7 +58,6 @@ class FileLogStore:
     SLICE = 32
     THREAD_FOR = 60.0
     SLOW_RUN = 3
-    SLOW_WITHIN = 10.0
 
     def __init__(
         self,
@@ -74,7 +73,8 @@ class FileLogStore:
         self.slow_slice = slow_slice
         self.stall = stall
         self._switches = switches
-        self._slow_at: deque[float] = deque(maxlen=self.SLOW_RUN)
+        self._slow_run = 0
+        """Slices in a row slower than ``slow_slice`` (a fast one sets it back to 0)."""
         self._thread_until = 0.0
         self.preempted_slices = 0
         """Slow slices not counted: the thread was preempted, the disk was not slow."""
@@ -101,8 +101,10 @@ class FileLogStore:
                 began, switched = time.monotonic(), self._switches()
                 self._write(part)
                 ended = time.monotonic()
-                if ended - began > self.slow_slice and self._slow(ended - began, ended, switched):
-                    self._thread_until = ended + self.THREAD_FOR
+                if ended - began <= self.slow_slice:
+                    self._slow_run = 0
+                elif self._slow(ended - began, switched):
+                    self._thread_until, self._slow_run = ended + self.THREAD_FOR, 0
                     log.warning(
                         "log_files_slow",
                         files=len(part),
@@ -116,16 +118,15 @@ class FileLogStore:
         except OSError as exc:
             raise LogStoreError(f"cannot write job logs under {self.root}: {exc}") from exc
 
-    def _slow(self, took: float, now: float, before: tuple[int, int]) -> bool:
+    def _slow(self, took: float, before: tuple[int, int]) -> bool:
         """Whether the disk is slow, after a slice that took ``took`` seconds (more than
         ``slow_slice``); ``before``: the thread's context switches when the slice began."""
         voluntary, involuntary = self._switches()
         if voluntary == before[0] and involuntary > before[1]:
             self.preempted_slices += 1  # never waited: the CPU was busy, not the disk
             return False
-        self._slow_at.append(now)
-        run = len(self._slow_at) == self.SLOW_RUN and now - self._slow_at[0] <= self.SLOW_WITHIN
-        return run or took > self.stall
+        self._slow_run += 1
+        return self._slow_run >= self.SLOW_RUN or took > self.stall
 
     def _write(self, paths: Sequence[tuple[str, bytes]]) -> None:
         for path, data in paths:

@@ -85,8 +85,46 @@ async def test_a_failing_log_store_never_stops_outcomes_nor_burns_an_attempt() -
     assert logs.calls >= 1 and stats.failed == logs.calls and stats.shipped == 0
 
 
-async def test_a_full_buffer_drops_lines_and_counts_them() -> None:
-    shipper = LogShipper(logs=BrokenLogStore(), buffer=2)
+def _succeeded(job_id: str, n: int, *messages: str) -> AttemptSucceeded:
+    lines = tuple(
+        joblog.encode([joblog.record("info", 1, m, source="task", ts=0.0)]).decode().rstrip("\n")
+        for m in messages
+    )
+    return AttemptSucceeded(
+        job_id=job_id,
+        task="t",
+        attempt=1,
+        at=0.0,
+        started_at=0.0,
+        created_at=0.0,
+        delivery_tag=n,
+        log_lines=lines,
+    )
+
+
+async def test_a_slow_store_gets_every_line_in_order_through_the_overflow() -> None:
+    logs = SizedLogStore({})
+    shipper = LogShipper(logs=logs, buffer=2)
+    for n in range(300):  # far more batches than the queue holds, two per job
+        shipper.ship(_succeeded(f"j{n % 150}", n, f"line {n}"))
+    assert shipper.backlog() == 300
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(shipper.run)
+            shipper.ship(_succeeded("j0", 300, "after the overflow"))  # behind it, in order
+            await shipper.stop()
+    finally:
+        shipper.close()
+    assert shipper.statistics().dropped == 0 and shipper.backlog() == 0
+    for n in range(150):
+        records = joblog.decode(logs.data[f"j{n}"])
+        messages = [r.message for r in records if r.source == "task"]
+        later = ["after the overflow"] if n == 0 else []
+        assert messages == [f"line {n}", f"line {n + 150}", *later]
+
+
+async def test_a_full_buffer_and_overflow_drop_lines_and_count_them() -> None:
+    shipper = LogShipper(logs=BrokenLogStore(), buffer=2, overflow_bytes=0)
     try:
         for n in range(5):
             shipper.ship(
@@ -178,10 +216,16 @@ async def test_one_slow_slice_or_a_preempted_one_keeps_the_appends_on_the_loop(
     await waited.append({"job-a": b"1\n"})
     await waited.append({"job-a": b"2\n"})
     assert not waited.in_thread  # two slow slices: a busy moment, not a slow disk
-    await waited.append({"job-a": b"3\n"})
-    assert waited.in_thread  # three within 10 s: the disk is slow
+    waited.slow_slice = 60.0
+    await waited.append({"job-a": b"3\n"})  # a fast one between: the count starts again
+    waited.slow_slice = -1.0
+    await waited.append({"job-a": b"4\n"})
+    await waited.append({"job-a": b"5\n"})
+    assert not waited.in_thread  # slow, slow, fast, slow, slow: a busy machine
+    await waited.append({"job-a": b"6\n"})
+    assert waited.in_thread  # three in a row: the disk is slow
     assert waited.preempted_slices == 0
-    assert await waited.read("job-a") == b"1\n2\n3\n"
+    assert await waited.read("job-a") == b"1\n2\n3\n4\n5\n6\n"
     # The real counter reads this thread's switches (Linux), never going down.
     before = thread_switches()
     after = thread_switches()
