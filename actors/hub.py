@@ -48,6 +48,18 @@ class Stamped:
         self.frame: bytes | None = None
 
 
+class Joined:
+    """The frames of a run of consecutive events, joined once (``data``) for the followers
+    that flush it on the same tick; ``deflated`` holds what the streams made of it
+    compressed (the fragment and its Adler-32), so they compress it once too."""
+
+    __slots__ = ("data", "deflated")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.deflated: tuple[bytes, int] | None = None
+
+
 @dataclass(eq=False, kw_only=True)
 class Listener:
     """One stream's view of the hub: ``receive`` yields ``Stamped`` events in order.
@@ -186,7 +198,7 @@ class EventHub:
     _counts: Counter[type[Event]] = field(default_factory=Counter, init=False)
     changed: Notifier = field(default_factory=Notifier, init=False)
     """Wakes the followers after each batch of events from the bus."""
-    _joined: OrderedDict[tuple[int, int], bytes] = field(default_factory=OrderedDict, init=False)
+    _joined: OrderedDict[tuple[int, int], Joined] = field(default_factory=OrderedDict, init=False)
     _running: bool = field(default=False, init=False)
     _watched_until: float = field(default=0.0, init=False)
     _idle: bool = field(default=False, init=False)
@@ -369,13 +381,13 @@ class EventHub:
             self._dropped_gone += follower.dropped_total
             self._left()
 
-    def joined(self, items: list[Stamped], frame: Callable[[Stamped], bytes]) -> bytes:
+    def joined(self, items: list[Stamped], frame: Callable[[Stamped], bytes]) -> Joined:
         """The frames of a run of consecutive events, joined once: followers that flush on
         the same tick take the same slice, and share these bytes."""
         key = (items[0].seq, items[-1].seq)
         found = self._joined.get(key)
         if found is None:
-            found = self._joined[key] = b"".join(frame(item) for item in items)
+            found = self._joined[key] = Joined(b"".join(frame(item) for item in items))
             while len(self._joined) > 64:
                 self._joined.popitem(last=False)
         return found

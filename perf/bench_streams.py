@@ -7,10 +7,11 @@ Each sample gets a scratch vhost and database (`suite.scratch`), a `taskflow api
 rate limit off) and, as in the suite's W2, `--jobs` no-op jobs queued with the Python
 producer while no worker runs. Then, per variant, N subscribers connect from a separate
 client process (asyncio, raw HTTP/1.1, nice `--client-nice`; it stands for remote browsers,
-so it counts every frame in C with `bytes.count` and decodes only the JSON of `snapshot`,
+so it asks for `Accept-Encoding: gzip, deflate, br` as they do, inflates what comes deflated,
+counts every frame in C with `bytes.count` and decodes only the JSON of `snapshot`,
 `dropped` and `end`): `0 subs` (no client), `N x
 /events` (each on `/api/v1/events?limit=0`: every event goes to every subscriber: the
-firehose), `N x jobs page` (each the stream the jobs page opens: `?activity=submitted,replayed&jobs=` its
+firehose), `N x /events, plain` (the same without `Accept-Encoding`: uncompressed), `N x jobs page` (each the stream the jobs page opens: `?activity=submitted,replayed&jobs=` its
 20 rows, the batch's newest) and `N x /jobs/{id}` (each on `/api/v1/jobs/{id}/events` of a
 different job, spread over the batch: operators on job pages).
 Once every stream has its `snapshot`, one `taskflow worker` starts; the drain runs until
@@ -45,6 +46,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -68,7 +70,7 @@ from suite import (  # noqa: E402
     taskflow_api,
 )
 
-VARIANTS = ("none", "all", "page", "job")
+VARIANTS = ("none", "all", "page", "job", "plain")
 PAGE_ROWS = 20
 """Rows of the jobs page: the page watches these jobs (``jobs=``) and ``activity``."""
 PHASES = ("api", "subscribed", "drained", "after")
@@ -83,6 +85,8 @@ class Stream:
     """What one subscriber saw."""
 
     path: str
+    deflate: bool = False
+    """Whether it asks for ``Content-Encoding: deflate``, as a browser does."""
     status: int = 0
     snapshot: bool = False
     events: int = 0
@@ -96,6 +100,10 @@ class Stream:
     early: bool = False
     error: str | None = None
     bytes: int = 0
+    """Bytes received (compressed, when it was)."""
+    text_bytes: int = 0
+    """Bytes of SSE text (after inflating)."""
+    encoding: str = ""
     last_succeeded: float = 0.0
     last_data: float = 0.0
 
@@ -138,9 +146,10 @@ async def subscribe(port: int, stream: Stream, stopping: asyncio.Event) -> None:
         stream.error = f"connect: {exc}"
         return
     try:
+        accept = "Accept-Encoding: gzip, deflate, br\r\n" if stream.deflate else ""
         writer.write(
             f"GET {stream.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            "Accept: text/event-stream\r\n\r\n".encode()
+            f"Accept: text/event-stream\r\n{accept}\r\n".encode()
         )
         head = await reader.readuntil(b"\r\n\r\n")
         stream.status = int(head.split(b" ", 2)[1])
@@ -148,6 +157,10 @@ async def subscribe(port: int, stream: Stream, stopping: asyncio.Event) -> None:
             stream.error = f"HTTP {stream.status}"
             return
         chunked = b"transfer-encoding: chunked" in head.lower()
+        if b"content-encoding: deflate" in head.lower():
+            stream.encoding = "deflate"
+            await read_deflated(reader, stream, stopping, chunked)
+            return
         # The frames are counted in the body as it arrives, chunk headers and all: the
         # server writes whole frames, so a chunk's size line only ever sits between two
         # frames, and the patterns counted never span one. Each piece handed to ``feed``
@@ -160,6 +173,7 @@ async def subscribe(port: int, stream: Stream, stopping: asyncio.Event) -> None:
                 stream.end = stream.end or "eof"
                 return
             stream.bytes += len(data)
+            stream.text_bytes += len(data)
             stream.last_data = time.monotonic()
             pending += data
             cut = pending.rfind(b"\n\n")
@@ -175,6 +189,57 @@ async def subscribe(port: int, stream: Stream, stopping: asyncio.Event) -> None:
         writer.close()
 
 
+async def read_deflated(
+    reader: asyncio.StreamReader, stream: Stream, stopping: asyncio.Event, chunked: bool
+) -> None:
+    """A deflated body: the chunks' sizes taken off, the rest inflated (as a browser
+    does), then the frames counted in the text as ``subscribe`` counts them."""
+    inflater = zlib.decompressobj()
+    raw = b""
+    pending = b"\n"
+    while stream.end is None:
+        data = await reader.read(1 << 20)
+        if not data:
+            stream.early = not stopping.is_set()
+            stream.end = stream.end or "eof"
+            return
+        stream.bytes += len(data)
+        stream.last_data = time.monotonic()
+        raw += data
+        body, raw = dechunk(raw) if chunked else (raw, b"")
+        if body is None:
+            stream.early = not stopping.is_set()
+            stream.end = "body ended"
+            return
+        text = inflater.decompress(body)
+        stream.text_bytes += len(text)
+        pending += text
+        cut = pending.rfind(b"\n\n")
+        if cut >= 0:
+            complete, pending = pending[: cut + 1], pending[cut + 1 :]
+            stream.feed(complete, stopping.is_set())
+
+
+def dechunk(raw: bytes) -> tuple[bytes | None, bytes]:
+    """The data of the complete chunks at the start of ``raw``, and what is left; ``None``
+    for the data once the last (empty) chunk came."""
+    out: list[bytes] = []
+    at = 0
+    while True:
+        line_end = raw.find(b"\r\n", at)
+        if line_end < 0:
+            break
+        size = int(raw[at:line_end].split(b";", 1)[0], 16)
+        if size == 0:
+            return None, b""
+        start = line_end + 2
+        if len(raw) < start + size + 2:
+            break
+        out.append(raw[start : start + size])
+        at = start + size + 2
+    return b"".join(out), raw[at:]
+
+
 def settled(stream: Stream, expect: int, now: float) -> bool:
     """Done after ``stop``: it saw what it expected, ended, or has been idle for 3 s."""
     if stream.error or stream.end is not None:
@@ -186,7 +251,7 @@ async def client(spec: dict[str, Any]) -> None:
     """The subscriber process: ``{"ready": ...}`` once every stream has its snapshot; on a
     ``stop`` line from stdin, waits (``grace`` s at most) for the streams to settle, closes
     them and prints ``{"streams": [...]}``."""
-    streams = [Stream(path=p) for p in spec["paths"]]
+    streams = [Stream(path=p, deflate=spec["deflate"]) for p in spec["paths"]]
     stopping = asyncio.Event()
     tasks = [asyncio.create_task(subscribe(spec["port"], s, stopping)) for s in streams]
     deadline = time.monotonic() + spec["timeout"]
@@ -330,13 +395,17 @@ def measure(variant: str, jobs: int, n: int, timeout: float, nice: int) -> dict[
                     if subs:
                         paths = {
                             "all": lambda: ["/api/v1/events?limit=0"] * subs,
+                            "plain": lambda: ["/api/v1/events?limit=0"] * subs,
                             "page": lambda: page_paths(s, subs),
                             "job": lambda: job_paths(s, subs, jobs),
                         }[variant]()
                         spec = {
                             "port": port,
                             "paths": paths,
-                            "expect": {"all": total, "page": PAGE_ROWS}.get(variant, 1),
+                            "expect": {"all": total, "plain": total, "page": PAGE_ROWS}.get(
+                                variant, 1
+                            ),
+                            "deflate": variant != "plain",
                             "timeout": timeout,
                             "grace": timeout,
                             "nice": nice,
@@ -424,6 +493,8 @@ def stream_summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "early": sum(bool(x["early"]) for x in streams),
         "errors": sum(bool(x["error"]) for x in streams),
         "streams": len(streams),
+        "MB": statistics.median(x["bytes"] for x in streams) / 1e6,
+        "text MB": statistics.median(x.get("text_bytes", x["bytes"]) for x in streams) / 1e6,
     }
 
 
@@ -459,18 +530,20 @@ def report(samples: dict[str, list[dict[str, Any]]], labels: dict[str, str]) -> 
         "",
         "streams, over every sample: events / succeeded per stream (min / median)",
         f"{'variant':<20}{'streams':>9}{'events':>18}{'succeeded':>18}{'got dropped':>13}"
-        f"{'events lost':>13}{'ended early':>13}{'errors':>8}{'lag s':>8}",
+        f"{'events lost':>13}{'ended early':>13}{'errors':>8}{'lag s':>8}{'MB sent / text':>16}",
     ]
     for variant, runs in samples.items():
         summary = stream_summary(runs)
         if not summary:
             continue
         lags = [x["lag s"] for x in runs if x.get("lag s") is not None]
+        mb = f"{summary['MB']:.2f} / {summary['text MB']:.2f}"
         lines.append(
             f"{labels[variant]:<20}{summary['streams']:>9}{summary['events']:>18}"
             f"{summary['succeeded']:>18}{summary['dropped']:>13}{summary['dropped events']:>13}"
             f"{summary['early']:>13}{summary['errors']:>8}"
             f"{(f'{max(lags):.2f}' if lags else '-'):>8}"
+            f"{mb:>16}"
         )
     lines += ["", "broker, scratch vhost: queues / consumers / connections / channels"]
     lines.append(f"{'variant':<22}" + "".join(f"{p:>16}" for p in PHASES))
@@ -503,7 +576,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--subscribers", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="none,all,page,job")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="none,all,page,job,plain")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds per wait")
     parser.add_argument(
         "--client-nice",
@@ -525,6 +598,7 @@ def main() -> None:
     labels = {
         "none": "0 subs",
         "all": f"{n} x /events",
+        "plain": f"{n} x /events, plain",
         "page": f"{n} x jobs page",
         "job": f"{n} x /jobs/{{id}}",
     }

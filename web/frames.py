@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-from actors.hub import EventHub, Listener, Stamped
+from actors.hub import EventHub, Joined, Listener, Stamped
 from actors.runtime import Runtime
 from taskflow.errors import JobNotFound
 from taskflow.jobs import Job, JobStatus
@@ -130,7 +130,7 @@ async def job_frames(
 
 
 JobOut = Stamped | tuple[str, bytes, str | None]
-Out = JobOut | bytes
+Out = JobOut | Joined
 """What a stream sends: an event of the hub (its frame made once for every stream), a
 frame of this stream's own (name, JSON data, SSE id or None), or SSE bytes ready to go
 (a run of events joined once for every stream that sends it)."""

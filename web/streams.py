@@ -26,11 +26,12 @@ from quart_schema import document_querystring
 from quart_schema import document_response as documented
 from werkzeug.datastructures import MultiDict
 
-from actors.hub import EventHub, Stamped
+from actors.hub import EventHub, Joined, Stamped
 from actors.runtime import Runtime
 from taskflow.keys import Scope
 from web.api import API_PREFIX, errors
 from web.auth import requires
+from web.deflate import HEADER, Deflater, accepts_deflate
 from web.events import (
     encode_json,
     encoded,
@@ -128,13 +129,11 @@ def _job_list(args: MultiDict[str, str], errors: FieldErrors) -> frozenset[str] 
     return frozenset(ids)
 
 
-def _stream_response(body: AsyncIterator[bytes]) -> Response:
-    response = Response(
-        body,
-        status=200,
-        content_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+def _stream_response(body: AsyncIterator[bytes], *, deflated: bool = False) -> Response:
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    if deflated:
+        headers |= {"Content-Encoding": "deflate", "Vary": "Accept-Encoding"}
+    response = Response(body, status=200, content_type="text/event-stream", headers=headers)
     response.timeout = None  # a stream lasts as long as its subscriber
     return response
 
@@ -163,7 +162,7 @@ async def job_events(task_id: str) -> Response:
     jid = job_id(task_id)
     await state.runtime.get(jid)  # 404 before the stream starts
     chunks = job_frames(state.runtime, jid, _last_event_id(), pace())
-    return _stream_response(_sse(state.runtime.tree.hub, chunks))
+    return _event_stream(state.runtime.tree.hub, chunks)
 
 
 def pace() -> Pace:
@@ -171,19 +170,49 @@ def pace() -> Pace:
     return Pace(keepalive=settings.stream_keepalive, buffer=settings.stream_buffer)
 
 
+def _event_stream(hub: EventHub, chunks: AsyncIterator[Sequence[Out]]) -> Response:
+    """The SSE response: compressed (``Content-Encoding: deflate``) when the client accepts
+    it, as browsers do; the events' text is the same either way."""
+    if accepts_deflate(request.headers.get("Accept-Encoding")):
+        return _stream_response(_deflated(hub, chunks), deflated=True)
+    return _stream_response(_sse(hub, chunks))
+
+
 async def _sse(hub: EventHub, chunks: AsyncIterator[Sequence[Out]]) -> AsyncIterator[bytes]:
     """Batches as SSE bytes, one write each, after the reconnect delay."""
     yield f"retry: {RETRY_MS}\n\n".encode()
     hub_id = hub.id
     async for chunk in chunks:
-        yield b"".join(
-            item
-            if isinstance(item, bytes)
-            else sse_frame(item, hub_id)
-            if isinstance(item, Stamped)
-            else _control(item)
-            for item in chunk
-        )
+        yield b"".join(_text(item, hub_id) for item in chunk)
+
+
+def _text(item: Out, hub_id: str) -> bytes:
+    if isinstance(item, Joined):
+        return item.data
+    return sse_frame(item, hub_id) if isinstance(item, Stamped) else _control(item)
+
+
+async def _deflated(hub: EventHub, chunks: AsyncIterator[Sequence[Out]]) -> AsyncIterator[bytes]:
+    """``_sse`` as one zlib stream, a write per batch: a slice that the followers of every
+    job share is compressed once for all of them (``web.deflate``)."""
+    deflater = Deflater()
+    yield HEADER + deflater.own(f"retry: {RETRY_MS}\n\n".encode())
+    hub_id = hub.id
+    async for chunk in chunks:
+        out: list[bytes] = []
+        own: list[bytes] = []
+        for item in chunk:
+            if isinstance(item, Joined):
+                if own:
+                    out.append(deflater.own(b"".join(own)))
+                    own.clear()
+                out.append(deflater.shared(item))
+            else:
+                own.append(_text(item, hub_id))
+        if own:
+            out.append(deflater.own(b"".join(own)))
+        yield b"".join(out)
+    yield deflater.end()
 
 
 def _control(frame: Frame) -> bytes:
@@ -219,7 +248,7 @@ async def all_events() -> Response:
         chunks = watch_frames(state.runtime, wanted, _last_event_id(), pace())
     else:
         chunks = all_frames(state.runtime, wanted, limit, _last_event_id(), pace())
-    return _stream_response(_sse(state.runtime.tree.hub, chunks))
+    return _event_stream(state.runtime.tree.hub, chunks)
 
 
 @streams.websocket("/jobs/<task_id>/status")

@@ -272,7 +272,7 @@ async def test_a_restarted_hub_never_serves_bytes_joined_before_the_restart() ->
                 await bus.publish([progressed("a", float(10 * run + i)) for i in range(3)])
                 assert await follower.wait(timeout=5)
                 items, _ = follower.take(limit=10, behind=100)
-                joined.append(hub.joined(items, frame))
+                joined.append(hub.joined(items, frame).data)
             tg.cancel_scope.cancel()
     assert joined[0] != joined[1]  # the same sequence numbers, other events
     assert joined[1].endswith(b":3:12.0;")

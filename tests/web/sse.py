@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -59,6 +60,10 @@ class Reader:
     frames: list[Frame] = field(default_factory=list)
     ended: bool = False
     _buffer: str = ""
+    inflater: Any = None
+    """A zlib decompressor once the response says ``Content-Encoding: deflate``."""
+    sent: int = 0
+    """Bytes received (compressed, if it was)."""
 
     @property
     def events(self) -> list[Frame]:
@@ -76,11 +81,27 @@ class Reader:
                 if not chunk:
                     self.ended = True
                     continue
+                self.sent += len(chunk)
+                if self.inflater is None and self.encoding == "deflate":
+                    self.inflater = zlib.decompressobj()
+                if self.inflater is not None:
+                    chunk = self.inflater.decompress(chunk)
                 self._buffer += chunk.decode()
                 while "\n\n" in self._buffer:
                     block, self._buffer = self._buffer.split("\n\n", 1)
                     self.frames.append(parse_block(block))
         return self
+
+    @property
+    def encoding(self) -> str | None:
+        headers = self.connection.headers
+        return headers.get("Content-Encoding") if headers is not None else None
+
+    @property
+    def whole(self) -> bool:
+        """A deflated stream ended with its final block, and its checksum matched (zlib
+        raises ``zlib.error`` on a wrong one)."""
+        return self.inflater is not None and bool(self.inflater.eof)
 
     async def drain(self, seconds: float) -> Reader:
         """Read whatever arrives in the next ``seconds``."""

@@ -232,6 +232,61 @@ async def test_the_all_jobs_stream_writes_a_burst_in_a_few_writes(
     assert writes <= 2 / 0.25 + 3  # a write per 250 ms tick (and one for the last events)
 
 
+DEFLATE = {"Accept-Encoding": "gzip, deflate, br"}  # what a browser's EventSource sends
+
+
+async def test_a_stream_is_deflated_for_a_client_that_accepts_it_and_ends_whole(
+    client: Client,
+) -> None:
+    (jid,) = await submit(client, "sleep", [{"seconds": 0.3}])
+    async with open_stream(client, f"/api/v1/jobs/{jid}/events", DEFLATE) as packed:
+        await packed.to_end()
+    async with open_stream(client, f"/api/v1/jobs/{jid}/events") as plain:
+        await plain.to_end()
+    assert packed.encoding == "deflate" and plain.encoding is None
+    headers = packed.connection.headers
+    assert headers is not None and headers["Vary"] == "Accept-Encoding"
+    assert packed.whole  # the final block and a matching Adler-32
+    assert packed.frames[0].retry == 2000
+    # the late subscriber sees the snapshot and the end; the same frames either way
+    assert packed.kinds()[0] == "snapshot" and packed.kinds()[-1] == "end"
+    assert plain.kinds() == ["snapshot", "end"]
+    assert packed.events[-1].data == plain.events[-1].data
+    for refused in ("deflate;q=0, gzip", "identity", "gzip"):
+        async with open_stream(
+            client, f"/api/v1/jobs/{jid}/events", {"Accept-Encoding": refused}
+        ) as r:
+            await r.to_end()
+        assert r.encoding is None and r.kinds() == ["snapshot", "end"]
+
+
+async def test_every_job_stream_deflated_or_not_carries_the_same_burst(
+    client: Client, runtime: Runtime
+) -> None:
+    jid = str(uuid.uuid4())
+    async with (
+        open_stream(client, "/api/v1/events?limit=0", DEFLATE) as first,
+        open_stream(client, "/api/v1/events?limit=0", DEFLATE) as second,
+        open_stream(client, "/api/v1/events?limit=0") as plain,
+    ):
+        for reader in (first, second, plain):
+            await reader.until_kind("snapshot")
+        for step in range(10):
+            burst = [
+                JobProgressed(job_id=jid, attempt=1, percent=float(i), message="m", at=1.0)
+                for i in range(step * 40, step * 40 + 40)
+            ]
+            await runtime.resources.events.publish(burst)
+            await anyio.sleep(0.05)
+        for reader in (first, second, plain):
+            await reader.read_until(lambda r: len(lifecycle(r)) >= 400)
+    assert first.encoding == second.encoding == "deflate" and plain.encoding is None
+    events = [[(f.id, f.kind, f.data) for f in lifecycle(r)] for r in (first, second, plain)]
+    assert events[0] == events[1] == events[2]
+    assert [data["progress"] for _, _, data in events[0]] == [float(i) for i in range(400)]
+    assert first.sent * 3 < plain.sent  # the same text in under a third of the bytes
+
+
 async def test_a_closed_stream_lets_go_of_its_listener(client: Client, runtime: Runtime) -> None:
     (jid,) = await submit(client, "sleep", [{"seconds": 30}], delay_seconds=60)
     async with open_stream(client, f"/api/v1/jobs/{jid}/events") as reader:
