@@ -191,10 +191,13 @@ async def all_frames(
             if follower.closed:
                 break
             # Let a burst gather until the next tick, the same for every stream: one write
-            # each, and streams at the same place share the bytes they send.
+            # each, and streams at the same place share the bytes they send. What arrives
+            # while it waits for the tick is not the stream falling behind: the buffer
+            # bounds what gathered before (while its last write was going out).
+            woke = hub.last_seq
             now = anyio.current_time()
             await anyio.sleep(FLUSH_EVERY - now % FLUSH_EVERY)
-            items, lost = follower.take(BATCH, pacing.buffer)
+            items, lost = follower.take(BATCH, pacing.buffer + hub.last_seq - woke)
             chunk: list[Out] = [_lost(lost, follower.dropped_total)] if lost else []
             if wanted.any:
                 chunk += [i for i in items if await _matches(runtime, hub, i, wanted)]

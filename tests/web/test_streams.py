@@ -206,6 +206,27 @@ async def test_an_all_jobs_subscriber_that_falls_behind_skips_ahead_and_is_told(
     assert kept == [46.0, 47.0, 48.0, 49.0]  # the newest ones
 
 
+async def test_events_that_arrive_while_a_stream_waits_for_its_tick_are_never_dropped(
+    runtime: Runtime, settings: Settings
+) -> None:
+    # A reader that keeps up, at a rate where a tick brings ten times the buffer.
+    app = create_app(runtime, dataclasses.replace(settings, stream_buffer=4))
+    client = app.test_client()
+    jid = str(uuid.uuid4())
+    async with open_stream(client, "/api/v1/events?limit=0") as reader:
+        await reader.until_kind("snapshot")
+        for step in range(40):
+            burst = [
+                JobProgressed(job_id=jid, attempt=1, percent=float(i), message=None, at=1.0)
+                for i in range(step * 3, step * 3 + 3)
+            ]
+            await runtime.resources.events.publish(burst)
+            await anyio.sleep(0.02)
+        await reader.read_until(lambda r: len(lifecycle(r)) >= 120)
+    assert "dropped" not in reader.kinds()
+    assert [f.data["progress"] for f in lifecycle(reader)] == [float(i) for i in range(120)]
+
+
 async def test_the_all_jobs_stream_writes_a_burst_in_a_few_writes(
     client: Client, runtime: Runtime
 ) -> None:
