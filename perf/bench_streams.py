@@ -6,13 +6,15 @@ and the drain rate of queued no-op jobs by one worker.
 Each sample gets a scratch vhost and database (`suite.scratch`), a `taskflow api` (read
 rate limit off) and, as in the suite's W2, `--jobs` no-op jobs queued with the Python
 producer while no worker runs. Then, per variant, N subscribers connect from a separate
-client process (asyncio, raw HTTP/1.1, nice `--client-nice`; it stands for remote browsers,
-so it asks for `Accept-Encoding: gzip, deflate, br` as they do, inflates what comes deflated,
-counts every frame in C with `bytes.count` and decodes only the JSON of `snapshot`,
-`dropped` and `end`): `0 subs` (no client), `N x
-/events` (each on `/api/v1/events?limit=0`: every event goes to every subscriber: the
-firehose), `N x /events, plain` (the same without `Accept-Encoding`: uncompressed), `N x jobs page` (each the stream the jobs page opens: `?activity=submitted,replayed&jobs=` its
-20 rows, the batch's newest) and `N x /jobs/{id}` (each on `/api/v1/jobs/{id}/events` of a
+client process (asyncio, raw HTTP/1.1, nice `--client-nice`). It stands for remote browsers:
+it asks for `Accept-Encoding: gzip, deflate, br` as they do (but in `N x /events`), inflates
+what comes deflated, counts every frame in C with `bytes.count`, and decodes only the JSON
+of `snapshot`, `dropped` and `end`. Variants: `0 subs` (no client); `N x /events` (each on
+`/api/v1/events?limit=0`, every event to every subscriber: the firehose, uncompressed, as a
+client that sends no `Accept-Encoding` gets it); `N x /events, deflate` (the same as a
+browser asks for it: compressed by the API, inflated by the client on this machine);
+`N x jobs page` (each the stream the jobs page opens: `?activity=submitted,replayed&jobs=`
+its 20 rows, the batch's newest); `N x /jobs/{id}` (each on `/api/v1/jobs/{id}/events` of a
 different job, spread over the batch: operators on job pages).
 Once every stream has its `snapshot`, one `taskflow worker` starts; the drain runs until
 PostgreSQL counts every job completed. Variants alternate in each repetition (rotated).
@@ -70,7 +72,7 @@ from suite import (  # noqa: E402
     taskflow_api,
 )
 
-VARIANTS = ("none", "all", "page", "job", "plain")
+VARIANTS = ("none", "all", "deflate", "page", "job")
 PAGE_ROWS = 20
 """Rows of the jobs page: the page watches these jobs (``jobs=``) and ``activity``."""
 PHASES = ("api", "subscribed", "drained", "after")
@@ -395,17 +397,17 @@ def measure(variant: str, jobs: int, n: int, timeout: float, nice: int) -> dict[
                     if subs:
                         paths = {
                             "all": lambda: ["/api/v1/events?limit=0"] * subs,
-                            "plain": lambda: ["/api/v1/events?limit=0"] * subs,
+                            "deflate": lambda: ["/api/v1/events?limit=0"] * subs,
                             "page": lambda: page_paths(s, subs),
                             "job": lambda: job_paths(s, subs, jobs),
                         }[variant]()
                         spec = {
                             "port": port,
                             "paths": paths,
-                            "expect": {"all": total, "plain": total, "page": PAGE_ROWS}.get(
+                            "expect": {"all": total, "deflate": total, "page": PAGE_ROWS}.get(
                                 variant, 1
                             ),
-                            "deflate": variant != "plain",
+                            "deflate": variant != "all",
                             "timeout": timeout,
                             "grace": timeout,
                             "nice": nice,
@@ -576,7 +578,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--subscribers", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="none,all,page,job,plain")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="none,all,deflate,page,job")
     parser.add_argument("--timeout", type=float, default=180.0, help="seconds per wait")
     parser.add_argument(
         "--client-nice",
@@ -598,7 +600,7 @@ def main() -> None:
     labels = {
         "none": "0 subs",
         "all": f"{n} x /events",
-        "plain": f"{n} x /events, plain",
+        "deflate": f"{n} x /events, deflate",
         "page": f"{n} x jobs page",
         "job": f"{n} x /jobs/{{id}}",
     }
