@@ -137,6 +137,8 @@ def wait_terminal(server: Service, job_id: str, timeout: float = 60.0) -> dict[s
 def test_a_job_submitted_on_the_page_runs_to_completed_without_a_reload(
     server: Service, page: Any
 ) -> None:
+    streams: list[Any] = []
+    page.on("response", lambda r: streams.append(r) if "/api/v1/events" in r.url else None)
     page.goto(f"{server.url}/")
     page.evaluate("window.__no_reload = true")
     page.select_option("#submit-task", "sleep")
@@ -166,6 +168,8 @@ def test_a_job_submitted_on_the_page_runs_to_completed_without_a_reload(
     assert row.locator('[data-field="status"]').inner_text() == "Completed"
     assert page.evaluate("window.__no_reload") is True  # the same page all along
     assert "Submitted job" in page.locator("#submit-form").inner_text()
+    # the page's live rows came over a stream the browser asked to have deflated
+    assert streams and all(r.headers.get("content-encoding") == "deflate" for r in streams)
     shot(page, "jobs")
 
 
