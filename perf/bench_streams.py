@@ -169,19 +169,10 @@ async def subscribe(port: int, stream: Stream, stopping: asyncio.Event) -> None:
         # starts with the newline that ended the frame before it.
         pending = b"\n"
         while stream.end is None:
-            data = await reader.read(1 << 20)
-            if not data:
-                stream.early = not stopping.is_set()
-                stream.end = stream.end or "eof"
+            data = await read_some(reader, stream, stopping)
+            if data is None:
                 return
-            stream.bytes += len(data)
-            stream.text_bytes += len(data)
-            stream.last_data = time.monotonic()
-            pending += data
-            cut = pending.rfind(b"\n\n")
-            if cut >= 0:  # every complete frame at once; the rest waits for more
-                complete, pending = pending[: cut + 1], pending[cut + 1 :]
-                stream.feed(complete, stopping.is_set())
+            pending = feed_text(stream, pending + data, stopping)
             if chunked and pending.endswith(b"\r\n0\r\n\r\n") and stream.end is None:
                 stream.early = not stopping.is_set()
                 stream.end = "body ended"
@@ -189,6 +180,31 @@ async def subscribe(port: int, stream: Stream, stopping: asyncio.Event) -> None:
         stream.error = f"{type(exc).__name__}: {exc}"
     finally:
         writer.close()
+
+
+async def read_some(
+    reader: asyncio.StreamReader, stream: Stream, stopping: asyncio.Event
+) -> bytes | None:
+    """What the socket has (counted as sent and as text), or ``None`` at its end."""
+    data = await reader.read(1 << 20)
+    if not data:
+        stream.early = not stopping.is_set()
+        stream.end = stream.end or "eof"
+        return None
+    stream.bytes += len(data)
+    stream.text_bytes += len(data)
+    stream.last_data = time.monotonic()
+    return data
+
+
+def feed_text(stream: Stream, pending: bytes, stopping: asyncio.Event) -> bytes:
+    """Every complete frame of ``pending`` to ``stream.feed`` at once; the rest is returned
+    to wait for more."""
+    cut = pending.rfind(b"\n\n")
+    if cut < 0:
+        return pending
+    stream.feed(pending[: cut + 1], stopping.is_set())
+    return pending[cut + 1 :]
 
 
 async def read_deflated(
@@ -200,22 +216,14 @@ async def read_deflated(
     raw = b""
     pending = b"\n"
     while stream.end is None:
-        data = await reader.read(1 << 20)
-        if not data:
-            stream.early = not stopping.is_set()
-            stream.end = stream.end or "eof"
+        data = await read_some(reader, stream, stopping)
+        if data is None:
             return
-        stream.bytes += len(data)
-        stream.last_data = time.monotonic()
         raw += data
         body, raw, last = dechunk(raw) if chunked else (raw, b"", False)
         text = inflater.decompress(body)
-        stream.text_bytes += len(text)
-        pending += text
-        cut = pending.rfind(b"\n\n")
-        if cut >= 0:
-            complete, pending = pending[: cut + 1], pending[cut + 1 :]
-            stream.feed(complete, stopping.is_set())
+        stream.text_bytes += len(text) - len(data)  # read_some counted the raw bytes
+        pending = feed_text(stream, pending + text, stopping)
         if last and stream.end is None:
             stream.early = not stopping.is_set()
             stream.end = "body ended"

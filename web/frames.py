@@ -132,7 +132,7 @@ async def job_frames(
 JobOut = Stamped | tuple[str, bytes, str | None]
 Out = JobOut | Joined
 """What a stream sends: an event of the hub (its frame made once for every stream), a
-frame of this stream's own (name, JSON data, SSE id or None), or SSE bytes ready to go
+frame of this stream's own (name, JSON data, SSE id or None), or a ``Joined`` slice
 (a run of events joined once for every stream that sends it)."""
 
 

@@ -127,29 +127,8 @@ async def test_a_full_buffer_and_overflow_drop_lines_and_count_them() -> None:
     shipper = LogShipper(logs=BrokenLogStore(), buffer=2, overflow_bytes=0)
     try:
         for n in range(5):
-            shipper.ship(
-                AttemptSucceeded(
-                    job_id=f"j{n}",
-                    task="t",
-                    attempt=1,
-                    at=0.0,
-                    started_at=0.0,
-                    created_at=0.0,
-                    delivery_tag=n,
-                    log_lines=("x",),
-                )
-            )
-        shipper.ship(
-            AttemptSucceeded(
-                job_id="quiet",
-                task="t",
-                attempt=1,
-                at=0.0,
-                started_at=0.0,
-                created_at=0.0,
-                delivery_tag=9,
-            )
-        )
+            shipper.ship(_succeeded(f"j{n}", n, "x"))
+        shipper.ship(_succeeded("quiet", 9))
         # each attempt ships at least its ending line: 6 batches for a buffer of 2
         assert shipper.statistics().dropped == 4
         assert shipper.backlog() == 2
@@ -258,17 +237,7 @@ async def test_the_cap_counts_a_log_written_before_and_only_such_a_log_is_sized(
         await tg.start(shipper.run)
         for n, (job_id, first) in enumerate((("new", True), ("old", False))):
             shipper.watch(JobContext(job_id=job_id, attempt=1, task="t", _log_empty=first))
-            shipper.ship(
-                AttemptSucceeded(
-                    job_id=job_id,
-                    task="t",
-                    attempt=1,
-                    at=0.0,
-                    started_at=0.0,
-                    created_at=0.0,
-                    delivery_tag=n,
-                )
-            )
+            shipper.ship(_succeeded(job_id, n))
         await shipper.stop()  # run returns once what is queued is written
     shipper.close()
     # Then only the old log was sized in the store, and only it reached the cap
